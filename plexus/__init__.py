@@ -1,0 +1,1 @@
+"""Plexus: a fast universal LLM API gateway."""

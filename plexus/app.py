@@ -1,0 +1,70 @@
+"""Wiring: config → one upstream transport per provider → Gateway handler → server.
+
+`run(config, host, port)` installs uvloop, starts listening, prints the one startup line
+("plexus listening on http://HOST:PORT (N aliases)") and serves until SIGINT/SIGTERM, then
+closes the listener and the upstream pools. `serve(...)` is the same as a coroutine that
+returns the started server, for tests that run Plexus in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from .server.handler import Gateway
+from .server.protocol import ServerLimits, start_server
+from .upstream.transport import PlexusTransport
+
+log = logging.getLogger("plexus")
+
+
+def make_transports(config) -> dict:
+    return {name: PlexusTransport(connect_timeout=p.connect_timeout, ttfb_timeout=p.ttfb_timeout,
+                                  read_timeout=p.read_timeout)
+            for name, p in config.providers.items()}
+
+
+async def serve(config, host: str, port: int):
+    """Start Plexus; returns (server, gateway). Close with `shutdown(server, gateway)`."""
+    transports = make_transports(config)
+    gateway = Gateway(config, transports)
+    s = config.server
+    limits = ServerLimits(max_body_bytes=s.max_body_bytes, max_header_bytes=s.max_header_bytes,
+                          keepalive_timeout=s.keepalive_timeout, header_timeout=s.header_timeout)
+    server = await start_server(gateway.handle, host, port, limits)
+    return server, gateway
+
+
+async def shutdown(server, gateway) -> None:
+    server.close()
+    for rt in gateway.runtime.values():
+        await rt.transport.aclose()
+
+
+async def _main(config, host: str, port: int) -> None:
+    server, gateway = await serve(config, host, port)
+    bound = server.sockets[0].getsockname()[1] if server.sockets else port
+    print(f"plexus listening on http://{host}:{bound} ({len(config.aliases)} aliases)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await shutdown(server, gateway)
+
+
+def run(config, host: str = "0.0.0.0", port: int = 3000) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency
+        uvloop = None
+    try:
+        if uvloop is not None:
+            uvloop.run(_main(config, host, port))
+        else:
+            asyncio.run(_main(config, host, port))
+    except OSError as e:
+        print(f"plexus: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        raise SystemExit(1) from None

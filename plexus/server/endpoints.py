@@ -1,0 +1,122 @@
+"""What the handler precomputes: per-provider request/response header plumbing and the
+model listings.
+
+`ProviderRuntime` holds, per provider and computed once at startup, the base URL, the
+upstream header block (auth in the provider type's form, `content-type`, the provider's own
+`headers`), and the rules for which headers cross the gateway:
+
+- upstream auth: OpenAI `authorization: Bearer`, Anthropic `x-api-key`, Gemini
+  `x-goog-api-key`; none when the key is empty (keyless local servers). The client's own
+  credentials are never forwarded: only `anthropic-version` (default 2023-06-01) and
+  `anthropic-beta` pass from an Anthropic client to an Anthropic provider.
+- back to the client: content-type, request ids, retry-after and rate-limit headers;
+  never hop-by-hop headers, content-length (re-framed by us), cookies or server names.
+
+`models_response` renders GET /v1/models once, in OpenAI, Anthropic and Gemini shapes.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+import orjson
+
+ANTHROPIC_VERSION = b"2023-06-01"
+_FORWARD = {b"content-type", b"request-id", b"x-request-id", b"retry-after", b"retry-after-ms",
+            b"openai-processing-ms", b"openai-version"}
+_FORWARD_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-", b"x-goog-")
+
+
+class ProviderRuntime:
+    __slots__ = ("provider", "transport", "base_url", "headers", "_target_headers", "_anthropic_base")
+
+    def __init__(self, provider, transport) -> None:
+        self.provider = provider
+        self.transport = transport
+        self.base_url = provider.base_url
+        h = [(b"content-type", b"application/json")]
+        key = provider.api_key.encode()
+        if key:
+            if provider.type == "openai":
+                h.append((b"authorization", b"Bearer " + key))
+            elif provider.type == "anthropic":
+                h.append((b"x-api-key", key))
+            else:
+                h.append((b"x-goog-api-key", key))
+        for name, value in provider.headers:
+            h.append((name.lower().encode(), value.encode()))
+        self._anthropic_base = h
+        self.headers = h + [(b"anthropic-version", ANTHROPIC_VERSION)] if provider.type == "anthropic" else h
+        self._target_headers: dict[str, bytes] = {}
+
+    def target_header(self, model: str) -> bytes:
+        v = self._target_headers.get(model)
+        if v is None:
+            v = self._target_headers[model] = f"{self.provider.name}/{model}".encode()
+        return v
+
+    def request_headers(self, req) -> list[tuple[bytes, bytes]]:
+        """Anthropic upstream: keep the client's anthropic-version, forward anthropic-beta."""
+        version = req.header(b"anthropic-version")
+        beta = req.header(b"anthropic-beta")
+        if version is None and beta is None:
+            return self.headers
+        h = self._anthropic_base + [(b"anthropic-version", version or ANTHROPIC_VERSION)]
+        if beta is not None:
+            h.append((b"anthropic-beta", beta))
+        return h
+
+    def passthrough(self, dialect: str, body: dict, raw: bytes, model: str, stream: bool,
+                    gem_sse: bool, query: bytes) -> tuple[str, bytes]:
+        """(upstream URL, body) for a same-dialect call: only the model changes."""
+        if dialect == "gemini":
+            method = "streamGenerateContent" if stream else "generateContent"
+            url = f"{self.base_url}/models/{quote(model, safe='-._~')}:{method}"
+            return (url + "?alt=sse" if stream and gem_sse else url), raw
+        body["model"] = model
+        if dialect == "openai":
+            return self.base_url + "/chat/completions", orjson.dumps(body)
+        url = self.base_url + "/messages"
+        if query:
+            url += "?" + query.decode("latin-1")
+        return url, orjson.dumps(body)
+
+    @staticmethod
+    def forward_headers(up, extra) -> list[tuple[bytes, bytes]]:
+        out = []
+        for k, v in up.headers.raw:
+            lk = k.lower()
+            if lk in _FORWARD or lk.startswith(_FORWARD_PREFIXES):
+                out.append((lk, v))
+        out.extend(extra)
+        return out
+
+
+def guess_dialect(req) -> str:
+    p = req.path
+    if p.startswith(b"/v1/messages") or req.header(b"anthropic-version") is not None:
+        return "anthropic"
+    if p.startswith(b"/v1beta") or b":generateContent" in p or b":streamGenerateContent" in p:
+        return "gemini"
+    return "openai"
+
+
+def models_response(aliases: list[str]) -> dict[str, tuple[bytes, dict[str, bytes]]]:
+    """{shape: (list body, {alias: single-model body})} for the three shapes."""
+    now = int(time.time())
+    iso = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    oa = [{"id": a, "object": "model", "created": now, "owned_by": "plexus"} for a in aliases]
+    an = [{"type": "model", "id": a, "display_name": a, "created_at": iso} for a in aliases]
+    ge = [{"name": f"models/{a}", "displayName": a, "description": f"Plexus alias {a}",
+           "supportedGenerationMethods": ["generateContent", "streamGenerateContent"]} for a in aliases]
+    return {
+        "openai": (orjson.dumps({"object": "list", "data": oa}),
+                   {m["id"]: orjson.dumps(m) for m in oa}),
+        "anthropic": (orjson.dumps({"data": an, "has_more": False,
+                                    "first_id": aliases[0] if aliases else None,
+                                    "last_id": aliases[-1] if aliases else None}),
+                      {m["id"]: orjson.dumps(m) for m in an}),
+        "gemini": (orjson.dumps({"models": ge}), {m["displayName"]: orjson.dumps(m) for m in ge}),
+    }
