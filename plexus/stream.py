@@ -75,14 +75,28 @@ class Passthrough:
         return stream_error_event(err, self.dialect)
 
 
-def _codecs():
-    from .dialects.anthropic import decode as ad, encode as ae
-    from .dialects.gemini import decode as gd, encode as ge
-    from .dialects.openai import decode as od, encode as oe
-    return ({"openai": od, "anthropic": ad, "gemini": gd}, {"openai": oe, "anthropic": ae, "gemini": ge})
+def _load(kind: str) -> dict:
+    """{dialect: module} of the dialects whose `kind` module (decode/encode/request) exists."""
+    import importlib
+    found = {}
+    for d in ("openai", "anthropic", "gemini"):
+        try:
+            found[d] = importlib.import_module(f"plexus.dialects.{d}.{kind}")
+        except ImportError:  # a dialect not built yet: its translations answer "not supported"
+            pass
+    return found
 
 
-DECODE, ENCODE = _codecs()
+def check_translatable(src: str, dst: str) -> None:
+    """Raise a clear error when a caller/provider dialect pair cannot be translated."""
+    for name, table in (("request", REQUEST), ("decode", DECODE), ("encode", ENCODE)):
+        for d in ((src, dst) if name == "request" else ((dst,) if name == "decode" else (src,))):
+            if d not in table:
+                raise GatewayError(501, f"translation between the {src} and {dst} dialects is not supported "
+                                        f"by this gateway yet; use a target of type {src}", "api_error")
+
+
+REQUEST, DECODE, ENCODE = _load("request"), _load("decode"), _load("encode")
 
 
 class Translator:

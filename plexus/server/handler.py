@@ -26,14 +26,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from urllib.parse import parse_qsl, quote, unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
 from .. import ir
 from ..errors import GatewayError, from_upstream, invalid, render
 from ..routing import Router
-from ..stream import DECODE, ENCODE, Passthrough, Translator, content_type
+from ..stream import DECODE, ENCODE, REQUEST, Passthrough, Translator, check_translatable, content_type
 from ..upstream.call import MAX_ERROR_BODY, mapped, open_upstream, read_all
 from .endpoints import ProviderRuntime, models_response, guess_dialect
 from .messages import Request
@@ -44,16 +44,6 @@ _JSON = (b"content-type", b"application/json")
 _REQUIRED = {"openai": "messages", "anthropic": "messages", "gemini": "contents"}
 _GEMINI_PREFIXES = (b"/v1beta/models/", b"/v1/models/")
 _GEMINI_METHODS = {b"generateContent": False, b"streamGenerateContent": True}
-
-
-def _dialect_modules():
-    from ..dialects.anthropic import request as ar
-    from ..dialects.gemini import request as gr
-    from ..dialects.openai import request as orq
-    return {"openai": orq, "anthropic": ar, "gemini": gr}
-
-
-REQUEST = _dialect_modules()
 
 
 class Gateway:
@@ -164,6 +154,7 @@ class Gateway:
         if prov.type == dialect:
             url, out = rt.passthrough(dialect, body, req.body, target.model, stream, gem_sse, req.query)
         else:
+            check_translatable(dialect, prov.type)
             ireq = REQUEST[dialect].parse_request(body, model=model if dialect == "gemini" else None,
                                                   stream=stream if dialect == "gemini" else None)
             stream = ireq.stream

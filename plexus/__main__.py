@@ -1,0 +1,79 @@
+"""CLI: ``plexus [--config PATH] [--host H] [--port N] [--log-level LEVEL]``.
+
+Theory: the only place that reads process state (argv, environment, the config file) and turns
+it into arguments for ``plexus.app.run``.  Precedence: --config > $PLEXUS_CONFIG >
+config/plexus.yaml; --port > $PLEXUS_PORT > server.port > 3000; --host > server.host > 0.0.0.0.
+A bad config is a one-line message on stderr and exit code 2 (no traceback): the message is the
+ConfigError itself, which names the file, the key path and the fix.  Providers without an API
+key are reported once at startup, naming the environment variable to set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib import import_module
+
+from .config import ConfigError, empty_key_providers, load_config
+
+DEFAULT_CONFIG = os.path.join("config", "plexus.yaml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+log = logging.getLogger("plexus")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plexus", description="Plexus: a fast LLM API gateway.")
+    p.add_argument("--config", metavar="PATH",
+                   help=f"config file (default: $PLEXUS_CONFIG, else {DEFAULT_CONFIG})")
+    p.add_argument("--host", help="listen address (default: server.host, else 0.0.0.0)")
+    p.add_argument("--port", type=int, metavar="N",
+                   help="listen port (default: $PLEXUS_PORT, else server.port, else 3000)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info", type=str.lower)
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"plexus: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    args = _parser().parse_args(argv)
+    path = args.config or os.environ.get("PLEXUS_CONFIG") or DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        if e.message == "file not found" and not args.config:
+            e = ConfigError(e.file, "", "file not found (pass --config PATH or set PLEXUS_CONFIG)")
+        return _fail(f"config error: {e}")
+
+    port = args.port
+    if port is None and os.environ.get("PLEXUS_PORT"):
+        try:
+            port = int(os.environ["PLEXUS_PORT"])
+        except ValueError:
+            return _fail(f"PLEXUS_PORT must be an integer, got {os.environ['PLEXUS_PORT']!r}")
+    if port is None:
+        port = config.server.port
+    if not 0 <= port <= 65535:
+        return _fail(f"port must be between 0 and 65535, got {port}")
+    host = args.host or config.server.host
+
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)
+    for p in empty_key_providers(config):
+        hint = f" (set {' or '.join(p.api_key_env)})" if p.api_key_env else ""
+        log.warning("provider '%s' has no API key%s; calling it without auth", p.name, hint)
+
+    app = import_module("plexus.app")
+    try:
+        return app.run(config, host=host, port=port)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
