@@ -1,0 +1,183 @@
+"""The bench's data: dialect request builders, the scenario table, the budget table, Plexus's config.
+
+Theory: everything a later issue extends is a row in a table here, not a branch in the runner.
+- DIALECTS: how a client of one API shape builds a request (path, headers, body) and how the bench
+  recognises a complete success (the terminal stream event; a key every non-stream answer has).
+- SCENARIOS: one row per measured case. A row names the dialect the client speaks to Plexus and the
+  alias it asks for, and the provider dialect + mock model behind that alias. The DIRECT baseline sends
+  the request Plexus would send upstream (provider dialect, provider model) straight to the mock, so
+  "Plexus - direct" is what the gateway hop (and any translation) adds.
+- BUDGETS: the performance budget lines from the issue, each naming a scenario and a metric key that
+  run.py computes (see run.py's docstring for the formulas).
+- plexus_config(): the YAML config (as a dict) the bench starts Plexus with.
+Adding a dialect (e.g. Gemini) = one Dialect entry + its responses in mock_upstream.RESPONDERS + a
+provider/aliases in plexus_config + scenario rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import orjson
+
+# kinds of scenario
+CLOSED = "closed"  # fixed concurrency, each connection sends back-to-back (throughput + latency)
+OPEN = "open"  # fixed arrival rate, latency measured from the scheduled send time
+PACED = "paced"  # closed loop on a paced stream (20 ms between events): time to first byte
+
+STREAM_EVENTS = 100  # upstream events in every mock stream (see mock_upstream)
+
+_PROMPT_SYSTEM = "You are a helpful assistant used for a gateway benchmark."
+_PROMPT_USER = "Write a short greeting for the benchmark, about one hundred tokens long."
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    # (model, stream) -> (path, extra headers, body bytes)
+    build: Callable[[str, bool], tuple[str, tuple[tuple[str, str], ...], bytes]]
+    stream_marker: bytes  # terminal event; must be in the last bytes of a complete stream
+    json_marker: bytes  # every successful non-stream answer contains it
+
+
+def _openai(model: str, stream: bool):
+    body = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": _PROMPT_SYSTEM},
+            {"role": "user", "content": _PROMPT_USER},
+        ],
+        "max_tokens": 256,
+        "temperature": 0.7,
+    }
+    if stream:
+        body["stream"] = True
+    return "/v1/chat/completions", (("authorization", "Bearer sk-bench"),), orjson.dumps(body)
+
+
+def _anthropic(model: str, stream: bool):
+    body = {
+        "model": model,
+        "max_tokens": 256,
+        "system": _PROMPT_SYSTEM,
+        "messages": [{"role": "user", "content": _PROMPT_USER}],
+        "temperature": 0.7,
+    }
+    if stream:
+        body["stream"] = True
+    headers = (("x-api-key", "sk-bench"), ("anthropic-version", "2023-06-01"))
+    return "/v1/messages", headers, orjson.dumps(body)
+
+
+DIALECTS: dict[str, Dialect] = {
+    "openai": Dialect("openai", _openai, b"data: [DONE]", b'"choices"'),
+    "anthropic": Dialect("anthropic", _anthropic, b"event: message_stop", b'"content"'),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    key: str
+    title: str
+    client: str  # dialect the client speaks to Plexus
+    alias: str  # Plexus alias in the client's body
+    provider: str  # dialect of the upstream behind the alias (and of the direct baseline)
+    upstream_model: str  # mock model name behind the alias
+    stream: bool
+    kind: str = CLOSED
+    rate: float = 0.0  # requests/s for OPEN scenarios
+    base: str | None = None  # scenario whose CPU/request is subtracted for CPU per event
+    events: int = 0  # upstream events per response (denominator of CPU per event)
+
+    @property
+    def translated(self) -> bool:
+        return self.client != self.provider
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("S1", "OpenAI → OpenAI, non-stream", "openai", "oa", "openai", "mock-gpt", False),
+    Scenario("S2", "OpenAI → OpenAI, 100-event stream", "openai", "oa", "openai", "mock-gpt", True,
+             base="S1", events=STREAM_EVENTS),
+    Scenario("S3b", "OpenAI client → Anthropic provider, non-stream (base of S3)", "openai", "an",
+             "anthropic", "mock-claude", False),
+    Scenario("S3", "OpenAI client → Anthropic provider, 100-event stream", "openai", "an",
+             "anthropic", "mock-claude", True, base="S3b", events=STREAM_EVENTS),
+    Scenario("S4", "Anthropic client → OpenAI provider, non-stream", "anthropic", "oa", "openai",
+             "mock-gpt", False),
+    Scenario("S5@20", "fixed 20 req/s, OpenAI → OpenAI non-stream", "openai", "oa", "openai",
+             "mock-gpt", False, kind=OPEN, rate=20.0),
+    Scenario("S5@100", "fixed 100 req/s, OpenAI → OpenAI non-stream", "openai", "oa", "openai",
+             "mock-gpt", False, kind=OPEN, rate=100.0),
+    Scenario("S6", "paced stream (20 ms/event), OpenAI → OpenAI: time to first byte", "openai",
+             "oa-paced", "openai", "mock-gpt-paced", True, kind=PACED),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    label: str
+    scenario: str | None  # None: a whole-run metric (peak RSS)
+    metric: str  # key computed by run.py
+    limit: float
+    unit: str
+
+
+BUDGETS: tuple[Budget, ...] = (
+    Budget("S1 gateway CPU per request", "S1", "cpu_ms_per_req", 0.25, "ms"),
+    Budget("S4 gateway CPU per request", "S4", "cpu_ms_per_req", 0.35, "ms"),
+    Budget("CPU per relayed passthrough event (S2)", "S2", "cpu_us_per_event", 1.0, "µs"),
+    Budget("CPU per translated event (S3)", "S3", "cpu_us_per_event", 5.0, "µs"),
+    Budget("added latency p50 at 20 req/s", "S5@20", "added_p50_ms", 0.3, "ms"),
+    Budget("added latency p99 at 20 req/s", "S5@20", "added_p99_ms", 1.5, "ms"),
+    Budget("added time to first byte, paced stream (p50)", "S6", "added_ttfb_p50_ms", 0.5, "ms"),
+    Budget("gateway peak RSS (VmHWM)", None, "peak_rss_mib", 60.0, "MiB"),
+)
+
+
+def plexus_config(port: int, mock_port: int) -> dict:
+    """The config Plexus is started with: one provider per mock dialect, one alias per mock model."""
+    base = f"http://127.0.0.1:{mock_port}/v1"
+    return {
+        "server": {"host": "127.0.0.1", "port": port},
+        "providers": {
+            "mock_openai": {"type": "OpenAI", "api_base_url": base, "api_key": "sk-bench",
+                            "models": ["mock-gpt", "mock-gpt-paced"]},
+            "mock_anthropic": {"type": "Anthropic", "api_base_url": base, "api_key": "sk-bench",
+                               "models": ["mock-claude", "mock-claude-paced"]},
+        },
+        "models": {
+            "oa": {"targets": [{"provider": "mock_openai", "model": "mock-gpt"}]},
+            "oa-paced": {"targets": [{"provider": "mock_openai", "model": "mock-gpt-paced"}]},
+            "an": {"targets": [{"provider": "mock_anthropic", "model": "mock-claude"}]},
+            "an-paced": {"targets": [{"provider": "mock_anthropic", "model": "mock-claude-paced"}]},
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """One precomputed request and how to judge its response."""
+
+    data: bytes
+    marker: bytes | None  # stream terminal event expected at the end of the body
+    expect: bytes | None  # substring a non-stream body must contain
+
+
+def wire(dialect: str, model: str, stream: bool, port: int) -> Wire:
+    d = DIALECTS[dialect]
+    path, headers, body = d.build(model, stream)
+    head = [f"POST {path} HTTP/1.1", f"host: 127.0.0.1:{port}", "content-type: application/json",
+            f"content-length: {len(body)}", "accept: " + ("text/event-stream" if stream else
+                                                          "application/json")]
+    head += [f"{k}: {v}" for k, v in headers]
+    data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    return Wire(data, d.stream_marker if stream else None, None if stream else d.json_marker)
+
+
+def direct_wire(s: Scenario, mock_port: int) -> Wire:
+    return wire(s.provider, s.upstream_model, s.stream, mock_port)
+
+
+def plexus_wire(s: Scenario, plexus_port: int) -> Wire:
+    return wire(s.client, s.alias, s.stream, plexus_port)
