@@ -161,7 +161,8 @@ class Gateway:
             path, out = REQUEST[prov.type].build_request(ireq, target.model, prov)
             url = rt.base_url + path
             ctx = ir.Context(model=target.model, id_seed=os.urandom(12).hex(), created=int(time.time()),
-                             include_usage=ireq.include_usage, alias=alias.name, gemini_sse=gem_sse)
+                             include_usage=ireq.include_usage, alias=alias.name, gemini_sse=gem_sse,
+                             extra={"upstream": prov.type})
         headers = rt.request_headers(req) if prov.type == "anthropic" else rt.headers
         marks = [(b"x-plexus-alias", alias.name.encode()), (b"x-plexus-target", rt.target_header(target.model))]
 

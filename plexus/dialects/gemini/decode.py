@@ -1,0 +1,370 @@
+"""Gemini generateContent responses (from a Gemini provider) → IR (pure, sans-IO).
+
+`parse_response(body)` reads a GenerateContentResponse; `StreamDecoder` reads the
+`:streamGenerateContent?alt=sse` body (`data: {GenerateContentResponse}\\r\\n\\r\\n` per event)
+and drives an ir.Sink. If the body's first non-blank byte is `[` (the JSON-array stream a
+request without alt=sse gets) the same decoder splits the array's objects instead. The byte
+framing of both is in framing.py; each payload is parsed once with orjson.loads.
+
+Mapping (candidates[0] only; Plexus never asks for more than one candidate):
+
+- `thought: true` parts → thinking. A `thoughtSignature` on a thought part → sink.signature
+  of that block, then block_end() (a signature seals its thinking run); non-stream: consecutive
+  thought parts form one Thinking(source="gemini"), closed by the part that carries a signature.
+- text parts → text. A `thoughtSignature` on a text part: non-stream → Text.signature; stream →
+  a signature-only thinking block emitted where the signature arrived: thinking(""),
+  signature(sig), block_end(), then the part's text (Gemini 3 often sends it on a final
+  empty text part, after the text). The Gemini request builder puts such a signature back on
+  the next text/functionCall part of the turn, or the previous one when none follows.
+- Signatures go to the Sink raw (sink.signature, tool_start's `signature`), as Gemini sent
+  them. The handler marks the stream with ctx.extra["upstream"] = "gemini", which tells the
+  OpenAI/Anthropic encoders to tag thinking signatures with signatures.wrap_sig
+  ("plexus-gemini:<sig>") so their request parsers can tell them from Anthropic ones.
+- functionCall parts (always whole) → tool_start(index, id, name, signature) + tool_args(the
+  whole args JSON) + block_end(); index = 0-based order of the calls in the response. id =
+  functionCall.id when sent, else "call_" + blake2b(responseId, index) (24 hex): deterministic,
+  the same in stream and non-stream for the same response.
+- finishReason: STOP → end_turn (tool_use when the response had a function call); MAX_TOKENS
+  and CONTINUATION → max_tokens; SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII,
+  LANGUAGE, IMAGE_* safety reasons, MODEL_ARMOR, JAILBREAK → refusal; MALFORMED_FUNCTION_CALL,
+  UNEXPECTED_TOOL_CALL, TOO_MANY_TOOL_CALLS, MALFORMED_RESPONSE, MISSING_THOUGHT_SIGNATURE,
+  OTHER and unknown values → end_turn (the turn ended without usable output; clients see a
+  normal stop, not a gateway error).
+- usageMetadata → Usage: input = promptTokenCount − cachedContentTokenCount +
+  toolUsePromptTokenCount; output = candidatesTokenCount + thoughtsTokenCount; reasoning =
+  thoughtsTokenCount; cache_read = cachedContentTokenCount. Streams repeat usageMetadata in
+  every chunk; usage() is called only when it changed.
+- A prompt blocked by safety (`promptFeedback.blockReason`, no candidates) → the text
+  "Prompt blocked by Gemini: <REASON>" and stop_reason "refusal".
+- Parts without an IR equivalent (inlineData images from image models, executableCode,
+  codeExecutionResult, fileData) are dropped.
+- Stream end: Gemini has no terminal event; a chunk with a finishReason completes the stream
+  and close() then calls end(). close() without one → error 502 (cut stream). Parts arriving
+  after the finishReason are ignored (the Sink allows only usage after finish).
+  `{"error": {...}}` in the stream → sink.error(errors.from_upstream(code, ...)).
+  Invalid JSON, a non-object event, values of the wrong type where the mapping needs them
+  (candidates, parts) or a functionCall without a name → sink.error(502 bad_gateway); other
+  fields of the wrong type are ignored.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+import orjson
+
+from ... import ir
+from ...errors import GatewayError, from_upstream
+from ...sse import MAX_EVENT_BYTES
+from .framing import ArraySplitter, CrlfFramer
+
+_REFUSAL = frozenset((
+    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE", "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK",
+))
+_MAX = frozenset(("MAX_TOKENS", "CONTINUATION"))
+_CUT = "upstream stream ended early"
+
+
+def stop_reason(finish: object, saw_tool: bool) -> str:
+    if type(finish) is not str:
+        finish = "OTHER"
+    if finish in _MAX:
+        return "max_tokens"
+    if finish in _REFUSAL:
+        return "refusal"
+    return "tool_use" if saw_tool else "end_turn"
+
+
+def call_id(seed: str, index: int) -> str:
+    """A deterministic id for a functionCall Gemini sent without one."""
+    return "call_" + blake2b(f"{seed}:{index}".encode(), digest_size=12).hexdigest()
+
+
+def _int(v: object) -> int | None:
+    return v if type(v) is int else None
+
+
+def usage_of(um: dict) -> ir.Usage:
+    prompt = _int(um.get("promptTokenCount"))
+    cached = _int(um.get("cachedContentTokenCount"))
+    tool = _int(um.get("toolUsePromptTokenCount"))
+    cand = _int(um.get("candidatesTokenCount"))
+    thoughts = _int(um.get("thoughtsTokenCount"))
+    inp = None
+    if prompt is not None or tool is not None:
+        inp = (prompt or 0) - (cached or 0) + (tool or 0)
+    out = None
+    if cand is not None or thoughts is not None:
+        out = (cand or 0) + (thoughts or 0)
+    return ir.Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=cached,
+                    reasoning_tokens=thoughts)
+
+
+def _bad(msg: str) -> GatewayError:
+    return GatewayError(502, msg, "bad_gateway")
+
+
+def _upstream_error(obj: dict, raw: bytes) -> GatewayError:
+    e = obj.get("error")
+    code = e.get("code") if isinstance(e, dict) else None
+    if not isinstance(code, int) or not 400 <= code <= 599:
+        code = 500
+    return from_upstream(code, raw, provider="gemini")
+
+
+def _blocked_text(reason: object) -> str:
+    return f"Prompt blocked by Gemini: {reason}"
+
+
+def _str(v: object) -> str:
+    return v if type(v) is str else ""
+
+
+def _args_json(args: object) -> str:
+    return orjson.dumps(args).decode() if type(args) is dict else "{}"
+
+
+# ---------------------------------------------------------------- non-stream
+
+
+def parse_response(body: bytes) -> ir.Response:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _bad("Gemini returned invalid JSON") from None
+    if isinstance(obj, list) and len(obj) == 1:  # some proxies wrap it
+        obj = obj[0]
+    if not isinstance(obj, dict):
+        raise _bad("Gemini returned an unexpected response (not a JSON object)")
+    if "error" in obj:
+        raise _upstream_error(obj, body)
+    rid = _str(obj.get("responseId")) or None
+    model = _str(obj.get("modelVersion"))
+    parts: list = []
+    finish = None
+    saw_tool = False
+    cands = obj.get("candidates")
+    if cands is not None and type(cands) is not list:
+        raise _bad("Gemini returned unexpected candidates")
+    if cands:
+        c = cands[0]
+        if not isinstance(c, dict):
+            raise _bad("Gemini returned an unexpected candidate")
+        finish = c.get("finishReason")
+        content = c.get("content")
+        gparts = content.get("parts") if isinstance(content, dict) else None
+        if gparts is not None and not isinstance(gparts, list):
+            raise _bad("Gemini returned unexpected content parts")
+        run = None  # the open Thinking run
+        k = 0
+        for p in gparts or ():
+            if not isinstance(p, dict):
+                raise _bad("Gemini returned an unexpected part")
+            sig = _str(p.get("thoughtSignature")) or None
+            if p.get("thought"):
+                t = _str(p.get("text"))
+                if run is None:
+                    run = ir.Thinking(t, source="gemini")
+                    parts.append(run)
+                else:
+                    run.text += t
+                if sig:
+                    run.signature = sig
+                    run = None
+                continue
+            run = None
+            fc = p.get("functionCall")
+            if fc is not None:
+                if type(fc) is not dict or not fc.get("name") or type(fc["name"]) is not str:
+                    raise _bad("Gemini returned a functionCall without a name")
+                parts.append(ir.ToolCall(_str(fc.get("id")) or call_id(rid or "", k), fc["name"],
+                                         _args_json(fc.get("args")), signature=sig))
+                k += 1
+                saw_tool = True
+                continue
+            t = _str(p.get("text"))
+            if t or sig:
+                parts.append(ir.Text(t, signature=sig))
+    else:
+        pf = obj.get("promptFeedback")
+        if isinstance(pf, dict) and pf.get("blockReason"):
+            parts.append(ir.Text(_blocked_text(pf["blockReason"])))
+            finish = "SAFETY"
+    um = obj.get("usageMetadata")
+    usage = usage_of(um) if type(um) is dict else ir.Usage()
+    return ir.Response(id=rid, model=model, parts=parts,
+                       stop_reason=stop_reason(finish, saw_tool), usage=usage)
+
+
+# ---------------------------------------------------------------- stream
+
+class StreamDecoder:
+    __slots__ = ("sink", "_sse", "_arr", "_mode", "_started", "_finished", "_done", "_ntool",
+                 "_rid", "_open_thinking", "_last_um")
+
+    def __init__(self, sink: ir.Sink) -> None:
+        self.sink = sink
+        self._sse = CrlfFramer(MAX_EVENT_BYTES)
+        self._arr: ArraySplitter | None = None
+        self._mode = 0            # 0 undecided, 1 SSE, 2 JSON array
+        self._started = False
+        self._finished = False
+        self._done = False        # error() was called: nothing more goes to the sink
+        self._ntool = 0
+        self._rid = ""
+        self._open_thinking = False
+        self._last_um = None
+
+    # -------------------------------------------------------- input
+
+    def feed(self, chunk: bytes) -> None:
+        if self._done or not chunk:
+            return
+        try:
+            if self._mode == 1:
+                for data in self._sse.feed(chunk):
+                    self._payload(data)
+                    if self._done:
+                        return
+                return
+            if self._mode == 0:
+                s = chunk.lstrip()
+                if not s:
+                    return
+                if s[0] == 91:  # "["
+                    self._mode = 2
+                    self._arr = ArraySplitter(MAX_EVENT_BYTES)
+                else:
+                    self._mode = 1
+                    self.feed(chunk)
+                    return
+            for obj in self._arr.feed(chunk):
+                self._payload(obj)
+                if self._done:
+                    return
+        except GatewayError as e:
+            self._fail(e)
+
+    def close(self) -> None:
+        if self._done:
+            return
+        if self._mode == 1:
+            try:
+                for data in self._sse.close():
+                    self._payload(data)
+                    if self._done:
+                        return
+            except GatewayError as e:
+                self._fail(e)
+                return
+        if self._finished:
+            self.sink.end()
+            self._done = True
+        else:
+            self._fail(_bad(_CUT))
+
+    # -------------------------------------------------------- events
+
+    def _fail(self, err: GatewayError) -> None:
+        if self._done:
+            return
+        if not self._started:
+            self._started = True
+            self.sink.start(None, None, None)
+        self._done = True
+        self.sink.error(err)
+
+    def _payload(self, data: bytes) -> None:
+        if not data or data == b"[DONE]":
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise _bad("Gemini stream sent invalid JSON") from None
+        if not isinstance(obj, dict):
+            raise _bad("Gemini stream sent an unexpected event")
+        if "error" in obj:
+            self._fail(_upstream_error(obj, data))
+            return
+        sink = self.sink
+        if not self._started:
+            self._started = True
+            self._rid = _str(obj.get("responseId"))
+            sink.start(self._rid or None, _str(obj.get("modelVersion")) or None, None)
+        cands = obj.get("candidates")
+        if cands is not None and type(cands) is not list:
+            raise _bad("Gemini stream sent unexpected candidates")
+        if cands and not self._finished:
+            c = cands[0]
+            if type(c) is not dict:
+                raise _bad("Gemini stream sent an unexpected candidate")
+            content = c.get("content")
+            if content:
+                parts = content.get("parts") if type(content) is dict else None
+                if parts:
+                    if type(parts) is not list:
+                        raise _bad("Gemini stream sent unexpected content parts")
+                    self._parts(parts)
+            finish = c.get("finishReason")
+            if finish:
+                self._finished = True
+                sink.finish(stop_reason(finish, self._ntool > 0))
+        elif not cands and not self._finished:
+            pf = obj.get("promptFeedback")
+            if type(pf) is dict and pf.get("blockReason"):
+                sink.text(_blocked_text(pf["blockReason"]))
+                self._finished = True
+                sink.finish("refusal")
+        um = obj.get("usageMetadata")
+        if um and type(um) is dict and um != self._last_um:
+            self._last_um = um
+            sink.usage(usage_of(um))
+
+    def _parts(self, parts: list) -> None:
+        sink = self.sink
+        for p in parts:
+            if type(p) is not dict:
+                raise _bad("Gemini stream sent an unexpected part")
+            if len(p) == 1:  # the common case: a plain text part
+                t = p.get("text")
+                if type(t) is str:
+                    if t:
+                        sink.text(t)
+                        self._open_thinking = False
+                    continue
+            sig = _str(p.get("thoughtSignature"))
+            if p.get("thought"):
+                t = _str(p.get("text"))
+                if t:
+                    sink.thinking(t)
+                    self._open_thinking = True
+                if sig:
+                    if not self._open_thinking:
+                        sink.thinking("")
+                    sink.signature(sig)
+                    sink.block_end()
+                    self._open_thinking = False
+                continue
+            fc = p.get("functionCall")
+            if fc is not None:
+                if type(fc) is not dict or not fc.get("name") or type(fc["name"]) is not str:
+                    raise _bad("Gemini stream sent a functionCall without a name")
+                k = self._ntool
+                self._ntool = k + 1
+                sink.tool_start(k, _str(fc.get("id")) or call_id(self._rid, k), fc["name"],
+                                sig or None)
+                sink.tool_args(k, _args_json(fc.get("args")))
+                sink.block_end()
+                self._open_thinking = False
+                continue
+            t = _str(p.get("text"))
+            if sig:  # a text part's signature: its own signature-only thinking block
+                if self._open_thinking:
+                    sink.block_end()
+                sink.thinking("")
+                sink.signature(sig)
+                sink.block_end()
+            if t:
+                sink.text(t)
+            self._open_thinking = False
