@@ -1,0 +1,509 @@
+"""Anthropic JSON -> IR: content blocks, a provider's message (`parse_response`), its stream.
+
+Theory: everything that reads Anthropic-shaped JSON lives here.  `parse_blocks` turns content
+blocks into IR parts; request.parse_request uses it for client messages and `parse_response` for
+a provider's answer.  `StreamDecoder` is sans-IO: upstream bytes in (any split), ir.Sink calls
+out, in the order ir.py prescribes.  Each SSE data payload is parsed once (orjson) and dispatched
+on its `type` (the `event:` line is redundant in Anthropic streams and absent in some
+Anthropic-compatible ones).
+
+Mappings (provider -> IR), in addition to the block rules in request.py's docstring:
+- message_start -> start(id, model, usage); ping -> nothing; content_block_start text / thinking
+  / redacted_thinking / tool_use -> (text(initial) | nothing | redacted_thinking(data) |
+  tool_start(block index, id, name) [+ tool_args(input JSON) if the start carries a non-empty
+  input]); text_delta -> text; thinking_delta -> thinking; signature_delta -> signature (preceded
+  by thinking("") when the block had no thinking text, so a thinking block is open);
+  input_json_delta -> tool_args(block index, partial_json) (empty fragments skipped);
+  citations_delta -> dropped; content_block_stop -> block_end; message_delta -> usage(...) then
+  finish(stop_reason, stop_sequence); message_stop -> end; `error` event -> error(GatewayError)
+  with the Anthropic error type mapped to a status (overloaded_error 529, rate_limit_error 429,
+  api_error 500, invalid_request_error 400, authentication_error 401, permission_error 403,
+  not_found_error 404, request_too_large 413, billing_error 402, timeout_error 504; other 500).
+- Server-tool blocks (server_tool_use, web_search_tool_result, ...) and unknown block types have
+  no IR form: all their events are dropped (a client of another dialect cannot run them).  In a
+  non-stream message they are dropped as well.
+- Stop reasons pass through; model_context_window_exceeded -> max_tokens; unknown -> end_turn.
+- Usage: input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
+  output_tokens_details.thinking_tokens -> reasoning_tokens.
+- tool_use fields beyond id/name/input (e.g. caller) -> ToolCall.extra (non-stream).
+- Bad JSON, an unexpected shape, a value of the wrong type (the sink only ever gets str text,
+  int indexes, int-or-None usage), or a body that ends before message_stop -> 502 bad_gateway
+  (`sink.error`, never an exception); after end() or error() further input is ignored.
+- An `event:` line is not needed (some Anthropic-compatible servers send bare `data:` lines);
+  events before message_start get an implicit start(None, None, None).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ... import ir
+from ...errors import GatewayError, invalid
+from ...sse import MAX_EVENT_BYTES, SSEDecoder
+from ..signatures import unwrap_sig
+
+__all__ = ["parse_blocks", "parse_response", "StreamDecoder", "map_stop", "ERROR_STATUS"]
+
+# Anthropic error type -> (status, kind)
+ERROR_STATUS = {
+    "invalid_request_error": (400, "invalid_request"), "authentication_error": (401, "authentication"),
+    "billing_error": (402, "billing"), "permission_error": (403, "permission"),
+    "not_found_error": (404, "not_found"), "request_too_large": (413, "request_too_large"),
+    "rate_limit_error": (429, "rate_limit"), "api_error": (500, "api_error"),
+    "timeout_error": (504, "timeout"), "overloaded_error": (529, "overloaded"),
+}
+_STOPS = {s: s for s in ("end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn")}
+_STOPS["model_context_window_exceeded"] = "max_tokens"
+
+# per block type: the keys the IR carries exactly (a block with other keys is kept raw too)
+_EXACT_KEYS = {
+    "text": frozenset({"type", "text", "cache_control", "citations"}),
+    "image": frozenset({"type", "source", "cache_control"}),
+    "thinking": frozenset({"type", "thinking", "signature"}),
+    "redacted_thinking": frozenset({"type", "data"}),
+    "tool_result": frozenset({"type", "tool_use_id", "content", "is_error", "cache_control"}),
+}
+_TOOL_KEYS = ("type", "id", "name", "input")
+
+
+def map_stop(reason) -> str:
+    return _STOPS.get(reason, "end_turn")
+
+
+# ============================================================== content blocks -> IR parts
+
+def _cc(block: dict):
+    cc = block.get("cache_control")
+    return cc if isinstance(cc, dict) else None
+
+
+def _texts_of(blocks) -> list[ir.Text]:
+    if not isinstance(blocks, list):
+        return []
+    return [ir.Text(x["text"]) for x in blocks if isinstance(x, dict) and isinstance(x.get("text"), str)]
+
+
+def _image(source, param: str, cc=None) -> ir.Image | None:
+    if not isinstance(source, dict):
+        raise invalid(f"{param}.source: expected an object", param=f"{param}.source")
+    st = source.get("type")
+    if st == "base64":
+        data, mt = source.get("data"), source.get("media_type")
+        if not isinstance(data, str):
+            raise invalid(f"{param}.source.data: expected a base64 string", param=f"{param}.source.data")
+        return ir.Image(media_type=mt if isinstance(mt, str) else None, data=data, cache_control=cc)
+    if st == "url":
+        url = source.get("url")
+        if not isinstance(url, str):
+            raise invalid(f"{param}.source.url: expected a string", param=f"{param}.source.url")
+        return ir.Image(url=url, cache_control=cc)
+    return None  # file sources (Files API) have no IR form
+
+
+def _document(b: dict, param: str) -> list[ir.Part]:
+    source = b.get("source")
+    if not isinstance(source, dict):
+        raise invalid(f"{param}.source: expected an object", param=f"{param}.source")
+    st, cc = source.get("type"), _cc(b)
+    title = b.get("title")
+    head = f"{title}\n" if isinstance(title, str) and title else ""
+    if st == "text":
+        data = source.get("data")
+        return [ir.Text(head + data, cc)] if isinstance(data, str) else []
+    if st == "content":
+        c = source.get("content")
+        texts = [c] if isinstance(c, str) else [t.text for t in _texts_of(c)]
+        return [ir.Text(head + "\n".join(texts), cc)] if texts else []
+    if st == "base64" and isinstance(source.get("data"), str):
+        return [ir.Image(media_type=source.get("media_type") or "application/pdf", data=source["data"],
+                         cache_control=cc)]
+    if st == "url" and isinstance(source.get("url"), str):
+        return [ir.Image(media_type="application/pdf", url=source["url"], cache_control=cc)]
+    return []
+
+
+def _result_content(c, param: str):
+    """tool_result content -> (str | [Text|Image], exact?)."""
+    if c is None:
+        return "", True
+    if isinstance(c, str):
+        return c, True
+    if not isinstance(c, list):
+        raise invalid(f"{param}: expected a string or a list of blocks", param=param)
+    out: list = []
+    exact = True
+    for j, b in enumerate(c):
+        if not isinstance(b, dict):
+            raise invalid(f"{param}[{j}]: expected an object", param=f"{param}[{j}]")
+        t = b.get("type")
+        if t == "text" and isinstance(b.get("text"), str):
+            out.append(ir.Text(b["text"], _cc(b)))
+            exact = exact and b.keys() <= _EXACT_KEYS["text"] and not b.get("citations")
+        elif t == "image":
+            img = _image(b.get("source"), f"{param}[{j}]", _cc(b))
+            if img is not None:
+                out.append(img)
+            exact = exact and img is not None and b.keys() <= _EXACT_KEYS["image"]
+        else:  # document, search_result, tool_reference ...
+            exact = False
+            if t == "document":
+                out.extend(p for p in _document(b, f"{param}[{j}]") if isinstance(p, ir.Text))
+            elif t == "search_result":
+                out.extend(_texts_of(b.get("content")))
+    return out, exact
+
+
+def parse_blocks(content: list, param: str) -> tuple[list[ir.Part], bool]:
+    """Content blocks -> (IR parts, exact: every block has an exact IR form).
+
+    Raises errors.invalid() naming `param[j]` for a malformed block.
+    """
+    parts: list[ir.Part] = []
+    exact = True
+    gsig: ir.Thinking | None = None     # held signature-only Gemini thinking block
+    for j, b in enumerate(content):
+        p = f"{param}[{j}]"
+        if not isinstance(b, dict):
+            raise invalid(f"{p}: expected a content block object", param=p)
+        t = b.get("type")
+        if not isinstance(t, str):
+            raise invalid(f"{p}.type: expected a string", param=f"{p}.type")
+        keys = _EXACT_KEYS.get(t)
+        if keys is not None and not b.keys() <= keys:
+            exact = False
+        part: ir.Part | None = None
+        if t == "text":
+            s = b.get("text")
+            if not isinstance(s, str):
+                raise invalid(f"{p}.text: expected a string", param=f"{p}.text")
+            if b.get("citations"):
+                exact = False
+            part = ir.Text(s, _cc(b))
+            if gsig is not None:
+                part.signature, gsig = gsig.signature, None
+        elif t == "tool_use":
+            cid, name, args = b.get("id"), b.get("name"), b.get("input")
+            if not isinstance(cid, str) or not isinstance(name, str):
+                raise invalid(f"{p}: tool_use needs string `id` and `name`", param=p)
+            if args is None:
+                args = {}
+            elif not isinstance(args, dict):
+                raise invalid(f"{p}.input: expected an object", param=f"{p}.input")
+            extra = {k: v for k, v in b.items() if k not in _TOOL_KEYS} or None
+            part = ir.ToolCall(cid, name, orjson.dumps(args).decode(), extra=extra)
+            if gsig is not None:
+                part.signature, gsig = gsig.signature, None
+        elif t == "tool_result":
+            tid = b.get("tool_use_id")
+            if not isinstance(tid, str):
+                raise invalid(f"{p}.tool_use_id: expected a string", param=f"{p}.tool_use_id")
+            rc, rexact = _result_content(b.get("content"), f"{p}.content")
+            exact = exact and rexact
+            part = ir.ToolResult(tid, rc, b.get("is_error") is True, cache_control=_cc(b))
+        elif t == "thinking":
+            s, sig = b.get("thinking"), b.get("signature")
+            if not isinstance(s, str):
+                raise invalid(f"{p}.thinking: expected a string", param=f"{p}.thinking")
+            asig, gs = unwrap_sig(sig if isinstance(sig, str) else None)
+            if gs is not None:
+                if gsig is not None:
+                    parts.append(gsig)
+                    gsig = None
+                if not s:
+                    gsig = ir.Thinking("", gs, source="gemini")   # folded onto the next tool_use/text
+                    continue
+                part = ir.Thinking(s, gs, source="gemini")
+            else:
+                part = ir.Thinking(s, asig, source="anthropic" if asig else None)
+        elif t == "redacted_thinking":
+            data = b.get("data")
+            if not isinstance(data, str):
+                raise invalid(f"{p}.data: expected a string", param=f"{p}.data")
+            part = ir.Thinking(data, redacted=True, source="anthropic")
+        elif t == "image":
+            part = _image(b.get("source"), p, _cc(b))
+            if part is None:
+                exact = False
+                continue
+        else:
+            exact = False
+            if t == "document":
+                got = _document(b, p)
+            elif t == "search_result":
+                got = _texts_of(b.get("content"))
+            elif t == "compaction" and isinstance(b.get("content"), str):
+                got = [ir.Text(b["content"])]
+            else:
+                continue     # server tool blocks and unknown types
+            if got and gsig is not None:
+                parts.append(gsig)
+                gsig = None
+            parts.extend(got)
+            continue
+        if gsig is not None:
+            parts.append(gsig)
+            gsig = None
+        parts.append(part)
+    if gsig is not None:
+        parts.append(gsig)
+    return parts, exact
+
+
+# ============================================================== non-stream response
+
+def _int(v) -> int | None:
+    return v if type(v) is int else None
+
+
+def _str(v) -> str:
+    """A value the sink gets as a string; anything else is a malformed event (-> 502)."""
+    if type(v) is not str:
+        raise TypeError("expected a string")
+    return v
+
+
+def _opt_str(v) -> str | None:
+    return v if type(v) is str else None
+
+
+def _usage(u) -> ir.Usage:
+    if not isinstance(u, dict):
+        return ir.Usage()
+    d = u.get("output_tokens_details")
+    return ir.Usage(_int(u.get("input_tokens")), _int(u.get("output_tokens")),
+                    _int(u.get("cache_read_input_tokens")), _int(u.get("cache_creation_input_tokens")),
+                    _int(d.get("thinking_tokens")) if isinstance(d, dict) else None)
+
+
+def _bad(msg: str) -> GatewayError:
+    return GatewayError(502, f"upstream (anthropic) sent {msg}", "bad_gateway")
+
+
+def parse_response(body: bytes) -> ir.Response:
+    try:
+        msg = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _bad("a body that is not JSON") from None
+    if not isinstance(msg, dict):
+        raise _bad("a body that is not a JSON object")
+    if msg.get("type") == "error":
+        e = msg.get("error") if isinstance(msg.get("error"), dict) else {}
+        status, kind = ERROR_STATUS.get(e.get("type"), (500, "api_error"))
+        raise GatewayError(status, str(e.get("message") or "upstream error"), kind)
+    content = msg.get("content")
+    if not isinstance(content, list):
+        raise _bad("a message without a content list")
+    try:
+        parts, _ = parse_blocks(content, "content")
+    except GatewayError as e:
+        raise _bad(f"a malformed message: {e.message}") from None
+    except (TypeError, AttributeError, KeyError, ValueError):
+        raise _bad("a malformed message") from None
+    return ir.Response(_opt_str(msg.get("id")), _opt_str(msg.get("model")) or "", parts,
+                       map_stop(_opt_str(msg.get("stop_reason"))), _opt_str(msg.get("stop_sequence")),
+                       _usage(msg.get("usage")))
+
+
+# ============================================================== stream
+
+_CUT = "upstream stream ended early"
+_TEXT, _THINK, _TOOL, _SKIP = 1, 2, 3, 4
+
+
+class StreamDecoder:
+    """Anthropic SSE bytes -> ir.Sink calls (see the module docstring for the mapping).
+
+    Framing fast path: Anthropic sends every event as exactly `event: X\ndata: {...}\n\n`
+    (LF only; some compatible servers omit the event line), so blocks are cut at b"\n\n" and
+    the payload sliced off after "data: " (see _event for the multi-line case).  Any other
+    shape (comments, a missing space) goes through sse.SSEDecoder; a buffer that holds no
+    b"\n\n" but a CR means CR/CRLF line ends, and from then on every byte goes through
+    sse.SSEDecoder (it handles CRLF split across chunks).  A CR inside an LF-separated block is
+    harmless: JSON allows it as whitespace, and event names are not used.
+    """
+
+    __slots__ = ("_sink", "_sse", "_buf", "_slow", "_started", "_done", "_kinds", "_thought")
+
+    def __init__(self, sink: ir.Sink) -> None:
+        self._sink = sink
+        self._sse = SSEDecoder()
+        self._buf = b""                      # bytes after the last complete event (fast path)
+        self._slow = False                   # CR seen: everything goes through self._sse
+        self._started = False
+        self._done = False
+        self._kinds: dict[int, int] = {}     # block index -> kind (only non-text blocks)
+        self._thought = False                # the open thinking block has had thinking text
+
+    def feed(self, chunk: bytes) -> None:
+        if self._done:
+            return
+        if self._slow:
+            return self._feed_slow(chunk)
+        buf = self._buf + chunk if self._buf else chunk
+        blocks = buf.split(b"\n\n")
+        if len(blocks) == 1:                 # no complete event yet
+            if b"\r" in buf:                 # CR line ends: the general framer from here on
+                self._slow = True
+                self._buf = b""
+                return self._feed_slow(buf)
+            if len(buf) > MAX_EVENT_BYTES:
+                return self._fail(GatewayError(502, "upstream sent an oversized SSE event", "bad_gateway"))
+            self._buf = buf
+            return
+        self._buf = blocks.pop()
+        for block in blocks:
+            if block.startswith(b"event: "):
+                i = block.find(b"\n") + 1
+                if i and block.startswith(b"data: ", i):
+                    self._event(block[i + 6:], block)
+                    if self._done:
+                        return
+                    continue
+            elif block.startswith(b"data: "):
+                self._event(block[6:], block)
+                if self._done:
+                    return
+                continue
+            self._general(block)
+            if self._done:
+                return
+
+    def _general(self, block: bytes) -> None:
+        """One event block in any SSE shape (comments, several data lines, `data:` without space)."""
+        for _, data in self._sse.feed(block + b"\n\n"):
+            self._event(data)
+            if self._done:
+                return
+
+    def _feed_slow(self, chunk: bytes) -> None:
+        try:
+            events = self._sse.feed(chunk)
+        except GatewayError as e:
+            return self._fail(e)
+        for _, data in events:
+            self._event(data)
+            if self._done:
+                return
+
+    def close(self) -> None:
+        if self._done:
+            return
+        if self._slow:
+            final = self._sse.close()
+        else:
+            final = self._sse.feed(self._buf) + self._sse.close() if self._buf.strip(b"\n") else []
+        for _, data in final:                    # a last event without its blank line
+            try:
+                orjson.loads(data)
+            except orjson.JSONDecodeError:
+                break                            # cut inside the event: report the cut
+            self._event(data)
+            if self._done:
+                return
+        self._fail(GatewayError(502, _CUT, "bad_gateway"))
+
+    def _fail(self, err: GatewayError) -> None:
+        self._done = True
+        self._sink.error(err)
+
+    def _event(self, data: bytes, block: bytes | None = None) -> None:
+        """One event's data.  `block`: the whole event when `data` was sliced off by the fast
+        path, which assumes a single data line; if that was wrong the payload is not JSON (it
+        holds "\n" + the next line) and the block goes through the general parser."""
+        if not data:
+            return
+        try:
+            d = orjson.loads(data)
+            t = d["type"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            if block is not None and b"\n" in data:
+                return self._general(block)
+            return self._fail(_bad(f"an unreadable stream event: {data[:200]!r}"))
+        sink = self._sink
+        try:
+            if not self._started and t != "error":
+                self._started = True
+                if t == "message_start":
+                    m = d["message"]
+                    sink.start(_opt_str(m.get("id")), _opt_str(m.get("model")), _usage(m.get("usage")))
+                    return
+                sink.start(None, None, None)
+            if t == "content_block_delta":
+                delta = d["delta"]
+                dt = delta["type"]
+                if dt == "text_delta":
+                    sink.text(_str(delta["text"]))
+                elif dt == "input_json_delta":
+                    frag = _str(delta["partial_json"])
+                    i = d["index"]
+                    if type(i) is not int:
+                        raise TypeError("block index")
+                    if frag and self._kinds.get(i) == _TOOL:
+                        sink.tool_args(i, frag)
+                elif dt == "thinking_delta":
+                    s = _str(delta["thinking"])
+                    if s:
+                        self._thought = True
+                        sink.thinking(s)
+                elif dt == "signature_delta":
+                    sig = _str(delta["signature"])
+                    if not self._thought:
+                        self._thought = True
+                        sink.thinking("")
+                    sink.signature(sig)
+                return
+            if t == "content_block_start":
+                self._block_start(d["index"], d["content_block"])
+            elif t == "content_block_stop":
+                i = d["index"]
+                if type(i) is not int:
+                    raise TypeError("block index")
+                if self._kinds.pop(i, None) != _SKIP:
+                    sink.block_end()
+            elif t == "message_delta":
+                u = d.get("usage")
+                if u:
+                    sink.usage(_usage(u))
+                delta = d["delta"]
+                sr = delta.get("stop_reason")
+                if sr is not None:
+                    sink.finish(map_stop(_str(sr)), _opt_str(delta.get("stop_sequence")))
+            elif t == "message_stop":
+                self._done = True
+                sink.end()
+            elif t == "error":
+                e = d.get("error") if isinstance(d.get("error"), dict) else {}
+                status, kind = ERROR_STATUS.get(_opt_str(e.get("type")), (500, "api_error"))
+                self._fail(GatewayError(status, _opt_str(e.get("message")) or "upstream stream error", kind))
+            # ping, message_start repeated, unknown event types: nothing
+        except (KeyError, TypeError, AttributeError):
+            self._fail(_bad(f"a malformed {t} event"))
+
+    def _block_start(self, i, cb: dict) -> None:
+        if type(i) is not int:
+            raise TypeError("block index")
+        bt = cb["type"]
+        sink = self._sink
+        if bt == "text":
+            s = _str(cb.get("text", ""))
+            if s:
+                sink.text(s)
+        elif bt == "thinking":
+            self._kinds[i] = _THINK
+            s = _str(cb.get("thinking", ""))
+            self._thought = bool(s)
+            if s:
+                sink.thinking(s)
+        elif bt == "tool_use":
+            self._kinds[i] = _TOOL
+            sink.tool_start(i, _str(cb["id"]), _str(cb["name"]))
+            args = cb.get("input")
+            if args:
+                if not isinstance(args, dict):
+                    raise TypeError("tool input")
+                sink.tool_args(i, orjson.dumps(args).decode())
+        elif bt == "redacted_thinking":
+            self._kinds[i] = _THINK
+            sink.redacted_thinking(_str(cb["data"]))
+        else:
+            self._kinds[i] = _SKIP
