@@ -55,6 +55,7 @@ class Provider:
     read_timeout: float
     max_tokens: int               # 0 = do not inject a default
     stream_usage: bool
+    reasoning: bool = True        # False: never send reasoning/thinking fields (non-reasoning models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +114,7 @@ ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 
 _TOP_KEYS = ("server", "upstream", "providers", "models")
 _PROVIDER_KEYS = ("type", "api_base_url", "api_key", "models", "headers", "connect_timeout",
-                  "ttfb_timeout", "read_timeout", "max_tokens", "stream_usage")
+                  "ttfb_timeout", "read_timeout", "max_tokens", "stream_usage", "reasoning")
 _PROVIDER_REQUIRED = ("type", "api_base_url", "models")
 _ALIAS_KEYS = ("targets",)
 _TARGET_KEYS = ("provider", "model")
@@ -423,11 +424,12 @@ def _provider(r: _Reader, name: str, raw: object, upstream: dict[str, float]) ->
     default_max = ANTHROPIC_DEFAULT_MAX_TOKENS if ptype == "anthropic" else 0
     max_tokens = default_max if d.get("max_tokens") is None else r.integer(d["max_tokens"], f"{path}.max_tokens", 1)
     stream_usage = True if d.get("stream_usage") is None else r.boolean(d["stream_usage"], f"{path}.stream_usage")
+    reasoning = True if d.get("reasoning") is None else r.boolean(d["reasoning"], f"{path}.reasoning")
     return Provider(
         name=name, type=ptype, base_url=base_url, scheme=scheme, host=host, port=port,
         base_path=base_path, api_key=api_key, api_key_env=api_key_env, models=tuple(models),
         headers=_headers(r, d.get("headers"), f"{path}.headers"), max_tokens=max_tokens,
-        stream_usage=stream_usage, **timeouts,
+        stream_usage=stream_usage, reasoning=reasoning, **timeouts,
     )
 
 

@@ -75,7 +75,7 @@ def test_overrides_and_upstream_defaults():
     d["server"] = {"host": "127.0.0.1", "port": 0, "max_body_bytes": 10, "max_header_bytes": 4096,
                    "keepalive_timeout": 5, "header_timeout": 2.5}
     d["upstream"] = {"connect_timeout": 1, "ttfb_timeout": 2, "read_timeout": 3}
-    d["providers"]["an"].update(ttfb_timeout=1, max_tokens=1000, stream_usage=False,
+    d["providers"]["an"].update(ttfb_timeout=1, max_tokens=1000, stream_usage=False, reasoning=False,
                                 headers={"X-Extra": "v", "anthropic-beta": "tools"})
     c = parse(d)
     assert c.server.port == 0 and c.server.header_timeout == 2.5
@@ -84,6 +84,7 @@ def test_overrides_and_upstream_defaults():
     assert (an.connect_timeout, an.ttfb_timeout, an.read_timeout) == (1.0, 1.0, 3.0)
     assert isinstance(an.ttfb_timeout, float)
     assert an.max_tokens == 1000 and an.stream_usage is False
+    assert oa.reasoning is True and an.reasoning is False
     assert an.headers == (("x-extra", "v"), ("anthropic-beta", "tools"))
 
 
@@ -279,6 +280,7 @@ CASES = [
     (_set("providers/an/max_tokens", 10.5), "providers.an.max_tokens", "integer"),
     (_set("providers/oa/stream_usage", "yes"), "providers.oa.stream_usage", "true or false"),
     (_set("providers/oa/stream_usage", 1), "providers.oa.stream_usage", "true or false"),
+    (_set("providers/oa/reasoning", "no"), "providers.oa.reasoning", "true or false"),
     # aliases and targets
     (_set("models/fast", {}), "models.fast.targets", "missing required key"),
     (_set("models/fast", None), "models.fast", "must be a mapping with 'targets'"),
