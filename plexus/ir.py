@@ -41,6 +41,14 @@ from typing import Any, Protocol, Union
 
 STOP_REASONS = ("end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn", "error")
 
+# The one reasoning-effort ⇄ thinking-budget table every dialect uses (documented in API.md).
+EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
+
+
+def budget_effort(budget: int) -> str:
+    """Thinking budget tokens → reasoning effort."""
+    return "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
+
 
 # ---------------------------------------------------------------- content parts
 

@@ -98,13 +98,13 @@ import orjson
 
 from ... import ir
 from ...errors import invalid
+from ...ir import EFFORT_BUDGET, budget_effort
 from ..signatures import SIG_PREFIX
 from .decode import parse_blocks
 from .encode import blocks_out, text_out
 
 __all__ = ["parse_request", "build_request", "EFFORT_BUDGET", "budget_effort"]
 
-EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh",
             "minimal": "minimal", "none": "none"}
 _DEFAULT_MAX_TOKENS = 4096
@@ -121,13 +121,6 @@ _MODELLED = frozenset({"model", "messages", "system", "max_tokens", "temperature
 _CUSTOM_TOOL_KEYS = frozenset({"name", "description", "input_schema", "cache_control"})
 
 
-def budget_effort(budget: int) -> str:
-    """Shared rule: thinking budget tokens -> reasoning effort."""
-    if budget <= 2048:
-        return "low"
-    if budget <= 8192:
-        return "medium"
-    return "high"
 
 
 # ============================================================== parse: client -> IR

@@ -105,15 +105,10 @@ import orjson
 
 from ... import ir
 from ...errors import invalid
+from ...ir import EFFORT_BUDGET, budget_effort
 from . import schema as gschema
 from .contents import build_contents, parse_contents
 
-EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768,
-                 "max": 32768}
-
-
-def budget_effort(budget: int) -> str:
-    return "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
 
 
 def _get(d: dict, camel: str, snake: str | None = None) -> Any:
