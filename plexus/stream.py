@@ -13,7 +13,8 @@ Both kinds have the same three methods, so the handler's pump does not care whic
 (no copy, no parse), and only watches for the dialect's terminal marker. The markers are
 matched at a line start, so text that merely mentions them inside a JSON string (where a
 newline is always escaped) cannot fool it; a marker split across chunks is found by keeping
-the last few bytes of the previous chunk (`_tail`).
+the last few bytes of the previous chunk (`_tail`). Each dialect has exactly two markers,
+searched with `bytes.find` (`bytes in bytes` is slower in CPython 3.11).
 
 `Translator` composes the source dialect's StreamDecoder with the client dialect's
 StreamEncoder through the IR Sink (plexus/ir.py). Output does not depend on how the input
@@ -51,14 +52,12 @@ class Passthrough:
 
     def feed(self, chunk: bytes) -> bytes:
         if not self.done and chunk:
-            tail = self._tail
-            head = tail + chunk[: self._keep]
-            for m in self._markers:
-                if m in chunk or m in head:
-                    self.done = True
-                    break
+            buf = self._tail + chunk           # one copy of the chunk, two searches
+            m1, m2 = self._markers
+            if buf.find(m1) != -1 or buf.find(m2) != -1:
+                self.done = True
             else:
-                self._tail = chunk[-self._keep:] if len(chunk) >= self._keep else (tail + chunk)[-self._keep:]
+                self._tail = buf[-self._keep:]
         return chunk
 
     def close(self) -> bytes:
@@ -100,16 +99,18 @@ REQUEST, DECODE, ENCODE = _load("request"), _load("decode"), _load("encode")
 
 
 class Translator:
-    __slots__ = ("enc", "dec", "_closed")
+    __slots__ = ("enc", "dec", "_closed", "_feed", "_take")
 
     def __init__(self, src: str, dst: str, ctx: ir.Context) -> None:
         self.enc = ENCODE[dst].StreamEncoder(ctx)
         self.dec = DECODE[src].StreamDecoder(self.enc)
         self._closed = False
+        self._feed = self.dec.feed         # bound once: feed() is the per-chunk hot path
+        self._take = self.enc.take
 
     def feed(self, chunk: bytes) -> bytes:
-        self.dec.feed(chunk)
-        return self.enc.take()
+        self._feed(chunk)
+        return self._take()
 
     def close(self) -> bytes:
         if self._closed:

@@ -313,22 +313,15 @@ _TEXT, _THINK, _TOOL, _SKIP = 1, 2, 3, 4
 class StreamDecoder:
     """Anthropic SSE bytes -> ir.Sink calls (see the module docstring for the mapping).
 
-    Framing fast path: Anthropic sends every event as exactly `event: X\ndata: {...}\n\n`
-    (LF only; some compatible servers omit the event line), so blocks are cut at b"\n\n" and
-    the payload sliced off after "data: " (see _event for the multi-line case).  Any other
-    shape (comments, a missing space) goes through sse.SSEDecoder; a buffer that holds no
-    b"\n\n" but a CR means CR/CRLF line ends, and from then on every byte goes through
-    sse.SSEDecoder (it handles CRLF split across chunks).  A CR inside an LF-separated block is
-    harmless: JSON allows it as whitespace, and event names are not used.
+    Framing is sse.SSEDecoder's (its LF mode slices `event: X\ndata: {...}` and bare `data:`
+    events without normalising bytes; any other SSE shape or line ending is framed exactly).
     """
 
-    __slots__ = ("_sink", "_sse", "_buf", "_slow", "_started", "_done", "_kinds", "_thought")
+    __slots__ = ("_sink", "_sse", "_started", "_done", "_kinds", "_thought")
 
     def __init__(self, sink: ir.Sink) -> None:
         self._sink = sink
-        self._sse = SSEDecoder()
-        self._buf = b""                      # bytes after the last complete event (fast path)
-        self._slow = False                   # CR seen: everything goes through self._sse
+        self._sse = SSEDecoder(MAX_EVENT_BYTES)
         self._started = False
         self._done = False
         self._kinds: dict[int, int] = {}     # block index -> kind (only non-text blocks)
@@ -337,50 +330,11 @@ class StreamDecoder:
     def feed(self, chunk: bytes) -> None:
         if self._done:
             return
-        if self._slow:
-            return self._feed_slow(chunk)
-        buf = self._buf + chunk if self._buf else chunk
-        blocks = buf.split(b"\n\n")
-        if len(blocks) == 1:                 # no complete event yet
-            if b"\r" in buf:                 # CR line ends: the general framer from here on
-                self._slow = True
-                self._buf = b""
-                return self._feed_slow(buf)
-            if len(buf) > MAX_EVENT_BYTES:
-                return self._fail(GatewayError(502, "upstream sent an oversized SSE event", "bad_gateway"))
-            self._buf = buf
-            return
-        self._buf = blocks.pop()
-        for block in blocks:
-            if block.startswith(b"event: "):
-                i = block.find(b"\n") + 1
-                if i and block.startswith(b"data: ", i):
-                    self._event(block[i + 6:], block)
-                    if self._done:
-                        return
-                    continue
-            elif block.startswith(b"data: "):
-                self._event(block[6:], block)
-                if self._done:
-                    return
-                continue
-            self._general(block)
-            if self._done:
-                return
-
-    def _general(self, block: bytes) -> None:
-        """One event block in any SSE shape (comments, several data lines, `data:` without space)."""
-        for _, data in self._sse.feed(block + b"\n\n"):
-            self._event(data)
-            if self._done:
-                return
-
-    def _feed_slow(self, chunk: bytes) -> None:
         try:
-            events = self._sse.feed(chunk)
+            events = self._sse.feed_data(chunk)
         except GatewayError as e:
             return self._fail(e)
-        for _, data in events:
+        for data in events:
             self._event(data)
             if self._done:
                 return
@@ -388,11 +342,7 @@ class StreamDecoder:
     def close(self) -> None:
         if self._done:
             return
-        if self._slow:
-            final = self._sse.close()
-        else:
-            final = self._sse.feed(self._buf) + self._sse.close() if self._buf.strip(b"\n") else []
-        for _, data in final:                    # a last event without its blank line
+        for data in self._sse.close_data():      # a last event without its blank line
             try:
                 orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -406,18 +356,14 @@ class StreamDecoder:
         self._done = True
         self._sink.error(err)
 
-    def _event(self, data: bytes, block: bytes | None = None) -> None:
-        """One event's data.  `block`: the whole event when `data` was sliced off by the fast
-        path, which assumes a single data line; if that was wrong the payload is not JSON (it
-        holds "\n" + the next line) and the block goes through the general parser."""
+    def _event(self, data: bytes) -> None:
+        """One event's data."""
         if not data:
             return
         try:
             d = orjson.loads(data)
             t = d["type"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            if block is not None and b"\n" in data:
-                return self._general(block)
             return self._fail(_bad(f"an unreadable stream event: {data[:200]!r}"))
         sink = self._sink
         try:

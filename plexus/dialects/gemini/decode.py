@@ -3,8 +3,9 @@
 `parse_response(body)` reads a GenerateContentResponse; `StreamDecoder` reads the
 `:streamGenerateContent?alt=sse` body (`data: {GenerateContentResponse}\\r\\n\\r\\n` per event)
 and drives an ir.Sink. If the body's first non-blank byte is `[` (the JSON-array stream a
-request without alt=sse gets) the same decoder splits the array's objects instead. The byte
-framing of both is in framing.py; each payload is parsed once with orjson.loads.
+request without alt=sse gets) the same decoder splits the array's objects instead. SSE is
+framed by plexus.sse.SSEDecoder (its CRLF mode is Gemini's framing), the array by
+framing.ArraySplitter; each payload is parsed once with orjson.loads.
 
 Mapping (candidates[0] only; Plexus never asks for more than one candidate):
 
@@ -55,8 +56,8 @@ import orjson
 
 from ... import ir
 from ...errors import GatewayError, from_upstream
-from ...sse import MAX_EVENT_BYTES
-from .framing import ArraySplitter, CrlfFramer
+from ...sse import MAX_EVENT_BYTES, SSEDecoder
+from .framing import ArraySplitter
 
 _REFUSAL = frozenset((
     "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE", "IMAGE_SAFETY",
@@ -81,24 +82,31 @@ def call_id(seed: str, index: int) -> str:
     return "call_" + blake2b(f"{seed}:{index}".encode(), digest_size=12).hexdigest()
 
 
-def _int(v: object) -> int | None:
-    return v if type(v) is int else None
-
-
 def usage_of(um: dict) -> ir.Usage:
-    prompt = _int(um.get("promptTokenCount"))
-    cached = _int(um.get("cachedContentTokenCount"))
-    tool = _int(um.get("toolUsePromptTokenCount"))
-    cand = _int(um.get("candidatesTokenCount"))
-    thoughts = _int(um.get("thoughtsTokenCount"))
+    # (called for every stream chunk whose usage changed: the int checks are inline)
+    g = um.get
+    prompt = g("promptTokenCount")
+    if type(prompt) is not int:
+        prompt = None
+    cached = g("cachedContentTokenCount")
+    if type(cached) is not int:
+        cached = None
+    tool = g("toolUsePromptTokenCount")
+    if type(tool) is not int:
+        tool = None
+    cand = g("candidatesTokenCount")
+    if type(cand) is not int:
+        cand = None
+    thoughts = g("thoughtsTokenCount")
+    if type(thoughts) is not int:
+        thoughts = None
     inp = None
     if prompt is not None or tool is not None:
         inp = (prompt or 0) - (cached or 0) + (tool or 0)
     out = None
     if cand is not None or thoughts is not None:
         out = (cand or 0) + (thoughts or 0)
-    return ir.Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=cached,
-                    reasoning_tokens=thoughts)
+    return ir.Usage(inp, out, cached, None, thoughts)
 
 
 def _bad(msg: str) -> GatewayError:
@@ -205,7 +213,7 @@ class StreamDecoder:
 
     def __init__(self, sink: ir.Sink) -> None:
         self.sink = sink
-        self._sse = CrlfFramer(MAX_EVENT_BYTES)
+        self._sse = SSEDecoder(MAX_EVENT_BYTES)
         self._arr: ArraySplitter | None = None
         self._mode = 0            # 0 undecided, 1 SSE, 2 JSON array
         self._started = False
@@ -223,7 +231,7 @@ class StreamDecoder:
             return
         try:
             if self._mode == 1:
-                for data in self._sse.feed(chunk):
+                for data in self._sse.feed_data(chunk):
                     self._payload(data)
                     if self._done:
                         return
@@ -251,7 +259,7 @@ class StreamDecoder:
             return
         if self._mode == 1:
             try:
-                for data in self._sse.close():
+                for data in self._sse.close_data():
                     self._payload(data)
                     if self._done:
                         return
@@ -305,7 +313,14 @@ class StreamDecoder:
                 if parts:
                     if type(parts) is not list:
                         raise _bad("Gemini stream sent unexpected content parts")
-                    self._parts(parts)
+                    p = parts[0]
+                    # the common chunk: one plain text part (what _parts would do, inline)
+                    if len(parts) == 1 and type(p) is dict and len(p) == 1 and type(t := p.get("text")) is str:
+                        if t:
+                            sink.text(t)
+                            self._open_thinking = False
+                    else:
+                        self._parts(parts)
             finish = c.get("finishReason")
             if finish:
                 self._finished = True

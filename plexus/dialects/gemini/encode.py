@@ -169,13 +169,14 @@ def _meta(id: object, model: object, ctx: ir.Context) -> bytes:
 
 # ---------------------------------------------------------------- stream
 
+_dumps = orjson.dumps
 _OPEN = b'{"candidates":[{"content":{"parts":['
 _THOUGHT_SIG = b'{"text":"","thought":true,"thoughtSignature":'
 
 
 class StreamEncoder:
     __slots__ = ("ctx", "_out", "_sse", "_n", "_started", "_done", "_head", "_tail", "_meta",
-                 "_usage", "_finish", "_tools", "_last_tool", "_sig_source")
+                 "_usage", "_finish", "_tools", "_last_tool", "_sig_source", "_text_head", "_text_tail")
 
     def __init__(self, ctx: ir.Context) -> None:
         self.ctx = ctx
@@ -186,6 +187,8 @@ class StreamEncoder:
         self._done = False          # end() or error() was called
         self._head = b""
         self._tail = b""
+        self._text_head = b""       # SSE: head + '{"text":' (a text chunk is 3 parts: no concat)
+        self._text_tail = b""       # SSE: '}' + tail
         self._meta = b""
         self._usage = ir.Usage()
         self._finish: str | None = None
@@ -237,12 +240,20 @@ class StreamEncoder:
         if self._sse:
             self._head = b"data: " + _OPEN
             self._tail += b"\r\n\r\n"
+        self._text_head = self._head + b'{"text":'
+        self._text_tail = b"}" + self._tail
         if usage is not None:
             self._usage.update(usage)
 
     def text(self, s: str) -> None:
-        if s:
-            self._chunk(b'{"text":' + orjson.dumps(s) + b"}")
+        if s and not self._done:
+            if not self._started:
+                self.start(None, None, None)
+            if self._sse:  # the hot path (what _chunk does, without building the part)
+                self._out += (self._text_head, _dumps(s), self._text_tail)
+                self._n += 1
+            else:
+                self._frame(self._text_head + _dumps(s) + self._text_tail)
 
     def thinking(self, s: str) -> None:
         if s:
@@ -273,7 +284,22 @@ class StreamEncoder:
                 self._chunk(orjson.dumps(_call_part(t[0], t[1], "".join(t[3]), t[2])))
 
     def usage(self, u: ir.Usage) -> None:
-        self._usage.update(u)
+        t = self._usage              # ir.Usage.update unrolled: called for each usage report
+        v = u.input_tokens
+        if v is not None:
+            t.input_tokens = v
+        v = u.output_tokens
+        if v is not None:
+            t.output_tokens = v
+        v = u.cache_read_tokens
+        if v is not None:
+            t.cache_read_tokens = v
+        v = u.cache_creation_tokens
+        if v is not None:
+            t.cache_creation_tokens = v
+        v = u.reasoning_tokens
+        if v is not None:
+            t.reasoning_tokens = v
 
     def finish(self, stop_reason: str, stop_sequence: str | None = None) -> None:
         self._finish = _FINISH.get(stop_reason, "STOP")

@@ -215,12 +215,12 @@ class StreamDecoder:
         if self._done:
             return
         try:
-            events = self._sse.feed(chunk)
+            events = self._sse.feed_data(chunk)
         except GatewayError as e:
             self._fail(e)
             return
         try:
-            for _, data in events:
+            for data in events:
                 self._event(data)
                 if self._done:
                     return
@@ -233,7 +233,7 @@ class StreamDecoder:
             return
         self._closing = True
         try:
-            for _, data in self._sse.close():
+            for data in self._sse.close_data():
                 self._event(data)
                 if self._done:
                     return
