@@ -150,11 +150,22 @@ class Usage:
     reasoning_tokens: int | None = None
 
     def update(self, other: "Usage") -> None:
-        for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-                  "reasoning_tokens"):
-            v = getattr(other, k)
-            if v is not None:
-                setattr(self, k, v)
+        """Merge a later report: fields it leaves None keep their value (unrolled: per event)."""
+        v = other.input_tokens
+        if v is not None:
+            self.input_tokens = v
+        v = other.output_tokens
+        if v is not None:
+            self.output_tokens = v
+        v = other.cache_read_tokens
+        if v is not None:
+            self.cache_read_tokens = v
+        v = other.cache_creation_tokens
+        if v is not None:
+            self.cache_creation_tokens = v
+        v = other.reasoning_tokens
+        if v is not None:
+            self.reasoning_tokens = v
 
     @property
     def prompt_total(self) -> int:

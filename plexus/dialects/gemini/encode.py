@@ -284,22 +284,7 @@ class StreamEncoder:
                 self._chunk(orjson.dumps(_call_part(t[0], t[1], "".join(t[3]), t[2])))
 
     def usage(self, u: ir.Usage) -> None:
-        t = self._usage              # ir.Usage.update unrolled: called for each usage report
-        v = u.input_tokens
-        if v is not None:
-            t.input_tokens = v
-        v = u.output_tokens
-        if v is not None:
-            t.output_tokens = v
-        v = u.cache_read_tokens
-        if v is not None:
-            t.cache_read_tokens = v
-        v = u.cache_creation_tokens
-        if v is not None:
-            t.cache_creation_tokens = v
-        v = u.reasoning_tokens
-        if v is not None:
-            t.reasoning_tokens = v
+        self._usage.update(u)
 
     def finish(self, stop_reason: str, stop_sequence: str | None = None) -> None:
         self._finish = _FINISH.get(stop_reason, "STOP")

@@ -264,22 +264,7 @@ class StreamEncoder:
         self._tb = None
 
     def usage(self, u: ir.Usage) -> None:
-        t = self._usage              # ir.Usage.update unrolled: called for each usage report
-        v = u.input_tokens
-        if v is not None:
-            t.input_tokens = v
-        v = u.output_tokens
-        if v is not None:
-            t.output_tokens = v
-        v = u.cache_read_tokens
-        if v is not None:
-            t.cache_read_tokens = v
-        v = u.cache_creation_tokens
-        if v is not None:
-            t.cache_creation_tokens = v
-        v = u.reasoning_tokens
-        if v is not None:
-            t.reasoning_tokens = v
+        self._usage.update(u)
 
     def finish(self, stop_reason: str, stop_sequence: str | None = None) -> None:
         if self._finished or self._done:
