@@ -4,11 +4,17 @@
 ("plexus listening on http://HOST:PORT (N aliases)") and serves until SIGINT/SIGTERM, then
 closes the listener and the upstream pools. `serve(...)` is the same as a coroutine that
 returns the started server, for tests that run Plexus in-process.
+
+Once started, `run` moves everything allocated so far (modules, config, pools: ~26k objects) to
+the garbage collector's permanent generation (`gc.freeze`): a full collection then scans only
+what requests left behind, not the whole process (~18 ms here, a pause every request waiting
+on the loop would see in its latency).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -45,6 +51,8 @@ async def shutdown(server, gateway) -> None:
 
 async def _main(config, host: str, port: int) -> None:
     server, gateway = await serve(config, host, port)
+    gc.collect()
+    gc.freeze()
     bound = server.sockets[0].getsockname()[1] if server.sockets else port
     print(f"plexus listening on http://{host}:{bound} ({len(config.aliases)} aliases)", flush=True)
     stop = asyncio.Event()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import h11
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from plexus.upstream.h1 import MAX_HEAD, ProtocolError, ResponseParser, encode_head
@@ -153,6 +153,38 @@ def test_chunked_any_split(chunks, exts, upper, cuts):
     assert (status, got, keep_alive, done) == (200, b"".join(chunks), True, True)
     if all(e in (b"", b";a=b") for e in exts):  # h11 rejects the BWS that RFC 9112 7.1.1 allows
         assert oracle(data)[3] == b"".join(chunks)
+
+
+_PAYLOAD = st.lists(st.sampled_from([b"a", b"0", b"f", b"data: x\n\n"] * 30
+                                    + [b"\r", b"\n", b"\r\n", b"\r\n1\r\n", b"\r\nf\r\n"]), max_size=12).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(_PAYLOAD.filter(bool), min_size=2, max_size=40),
+       sizes=st.lists(st.sampled_from([b"%x"] * 150 + [b"%X", b"0%x", b"%x;e", b"%x ", b"%d"]), min_size=40, max_size=40),
+       cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=4), trailer=st.booleans())
+@example(chunks=[b"data: x\n\n"] * 40, sizes=[b"%x"] * 40, cuts=[], trailer=False)
+@example(chunks=[b"data: x\n\n"] * 40, sizes=[b"%x"] * 40, cuts=[300], trailer=True)
+def test_many_chunks_per_piece(chunks, sizes, cuts, trailer):
+    """Pieces of >= 256 bytes holding many chunks take the many-at-once path (h1._units): whatever
+    the payloads (CRLFs and hex digits in them) and size lines, the body is the one the
+    chunk-by-chunk path reads from the same bytes fed one at a time."""
+    body = b"".join(sizes[i] % len(c) + b"\r\n" + c + b"\r\n" for i, c in enumerate(chunks))
+    data = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+            + (b"0\r\nT: 1\r\n\r\n" if trailer else b"0\r\n\r\n") + b"extra")
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    bytewise = [data[i:i + 1] for i in range(len(data))]
+    for pieces in ([data[a:b] for a, b in zip(bounds, bounds[1:])], bytewise):
+        try:
+            got = parse(pieces)
+        except ProtocolError:  # its message quotes what the split let it see: compare the verdict
+            got = "error"
+        if pieces is bytewise:
+            assert got == want
+        else:
+            want = got
+    if all(s in (b"%x", b"%X", b"0%x") for s in sizes[:len(chunks)]):
+        assert want[3] == b"".join(chunks)
 
 
 @settings(max_examples=300, deadline=None)

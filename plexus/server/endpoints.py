@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 import orjson
 
+from ..upstream.call import mapped
+
 ANTHROPIC_VERSION = b"2023-06-01"
 _FORWARD = {b"content-type", b"request-id", b"x-request-id", b"retry-after", b"retry-after-ms",
             b"openai-processing-ms", b"openai-version"}
@@ -30,7 +32,8 @@ _FORWARD_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-", b"x-goog-")
 
 
 class ProviderRuntime:
-    __slots__ = ("provider", "transport", "base_url", "headers", "_target_headers", "_anthropic_base")
+    __slots__ = ("provider", "transport", "base_url", "headers", "_target_headers", "_anthropic_base",
+                 "_marks", "map_ttfb", "map_read", "map_stream")
 
     def __init__(self, provider, transport) -> None:
         self.provider = provider
@@ -50,12 +53,28 @@ class ProviderRuntime:
         self._anthropic_base = h
         self.headers = h + [(b"anthropic-version", ANTHROPIC_VERSION)] if provider.type == "anthropic" else h
         self._target_headers: dict[str, bytes] = {}
+        self._marks: dict[tuple[str, str], tuple] = {}
+        # httpx error → GatewayError mappers, one per phase (stateless, so built once)
+        self.map_ttfb = mapped(provider.name, provider.ttfb_timeout)
+        self.map_read = mapped(provider.name, provider.read_timeout, "finish its answer")
+        self.map_stream = mapped(provider.name, provider.read_timeout, "send more of its stream")
 
     def target_header(self, model: str) -> bytes:
         v = self._target_headers.get(model)
         if v is None:
             v = self._target_headers[model] = f"{self.provider.name}/{model}".encode()
         return v
+
+    def marks(self, alias: str, model: str) -> tuple:
+        """The x-plexus-alias / x-plexus-target response headers (built once per alias and model)."""
+        key = (alias, model)
+        m = self._marks.get(key)
+        if m is None:
+            if len(self._marks) >= 4096:  # aliases x models are few; bound it anyway
+                self._marks.clear()
+            m = self._marks[key] = ((b"x-plexus-alias", alias.encode()),
+                                    (b"x-plexus-target", self.target_header(model)))
+        return m
 
     def request_headers(self, req) -> list[tuple[bytes, bytes]]:
         """Anthropic upstream: keep the client's anthropic-version, forward anthropic-beta."""
@@ -86,7 +105,7 @@ class ProviderRuntime:
     @staticmethod
     def forward_headers(up, extra) -> list[tuple[bytes, bytes]]:
         out = []
-        for k, v in up.headers.raw:
+        for k, v in up.raw_headers:
             lk = k.lower()
             if lk in _FORWARD or lk.startswith(_FORWARD_PREFIXES):
                 out.append((lk, v))

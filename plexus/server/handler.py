@@ -10,15 +10,18 @@
     upstream/call.open_upstream           httpx errors → GatewayError (502/504) at that one seam
     error status   → kept, with retry-after; passthrough relays the provider's own JSON error body
     non-stream     → relayed bytes (checked to be JSON) or decode → IR → encode
-    stream         → stream.Passthrough / stream.Translator, each upstream chunk written at once;
+    stream         → stream.Passthrough / stream.Translator, each upstream chunk written at once
+                     (body bytes that came with the upstream head go out in the same write as our
+                     head, the last piece with the end of the stream: one syscall, not three);
                      a failure after the first byte ends the stream with the dialect's error event
 
 Every GatewayError raised before the response started is rendered once, in `handle`, in the
 caller's dialect. A client that goes away cancels this task; the `finally` closes the upstream
 response, which closes (never pools) an unfinished upstream connection.
 
-Everything that can be known before a request (auth headers, URLs, the models lists) is
-computed once per provider in `ProviderRuntime` / `Gateway.__init__`.
+Everything that can be known before a request (auth headers, URLs, the models lists, the
+x-plexus-* headers, the error mappers) is computed once per provider in `ProviderRuntime` /
+`Gateway.__init__`. The upstream call builds no httpx objects (`PlexusTransport.open`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from .. import ir
 from ..errors import GatewayError, from_upstream, invalid, render
 from ..routing import Router
 from ..stream import DECODE, ENCODE, REQUEST, Passthrough, Translator, check_translatable, content_type
-from ..upstream.call import MAX_ERROR_BODY, mapped, open_upstream, read_all
+from ..upstream.call import MAX_ERROR_BODY, open_upstream, read_all
 from .endpoints import ProviderRuntime, models_response, guess_dialect
 from .messages import Request
 
@@ -164,15 +167,15 @@ class Gateway:
                              include_usage=ireq.include_usage, alias=alias.name, gemini_sse=gem_sse,
                              extra={"upstream": prov.type})
         headers = rt.request_headers(req) if prov.type == "anthropic" else rt.headers
-        marks = [(b"x-plexus-alias", alias.name.encode()), (b"x-plexus-target", rt.target_header(target.model))]
+        marks = rt.marks(alias.name, target.model)
 
-        up = await open_upstream(rt.transport, prov, url, headers, out)
+        up = await open_upstream(rt.transport, prov, url, headers, out, resp.loop, rt.map_ttfb)
         try:
             status = up.status_code
             if status >= 300:
                 await self._upstream_error(resp, up, rt, dialect, ctx is None, marks)
             elif not stream:
-                data = await read_all(up, prov)
+                data = await read_all(up, prov, None, rt.map_read)
                 if ctx is None:
                     _check_json(data, prov.name)
                     resp.send(status, rt.forward_headers(up, marks), data)
@@ -198,7 +201,7 @@ class Gateway:
             if ok:
                 resp.send(status, rt.forward_headers(up, marks), data)
                 return
-        err = from_upstream(status, data, up.headers.raw, prov.name)
+        err = from_upstream(status, data, up.raw_headers, prov.name)
         if status == 401 and not prov.api_key:
             env = " or ".join(prov.api_key_env) or f"providers.{prov.name}.api_key"
             err.message += f" (provider '{prov.name}' has no API key configured: set {env})"
@@ -207,7 +210,7 @@ class Gateway:
 
     async def _pump(self, resp, up, rt, dialect: str, ctx, gem_sse: bool, marks) -> None:
         prov = rt.provider
-        ctype = up.headers.get("content-type", "")
+        ctype = _content_type(up.raw_headers)
         expect_sse = not (ctx is None and dialect == "gemini" and not gem_sse)  # else a JSON array
         if expect_sse and "event-stream" not in ctype:
             data = await read_all(up, prov, MAX_ERROR_BODY)
@@ -220,23 +223,51 @@ class Gateway:
         else:
             tr = Translator(prov.type, dialect, ctx)
             headers = [(b"content-type", content_type(dialect, gem_sse)), (b"cache-control", b"no-cache"), *marks]
-        resp.start(200 if ctx is not None else up.status_code, headers)
+        # Body bytes that came with the upstream head go out with ours, and the last piece with the
+        # end of the stream: a whole stream that arrived in one read leaves in one or two writes.
+        early, pending = up.ready_chunk(), None
+        out = b""
+        if early:
+            try:
+                out = tr.feed(early)
+            except Exception as e:  # handled below, as for any chunk, once the response started
+                pending = e
+        resp.start(200 if ctx is not None else up.status_code, headers, out)
         write = resp.write
+        last = b""
         try:
-            with mapped(prov.name, prov.read_timeout, "send more of its stream"):
-                async for chunk in up.aiter_raw():
-                    out = tr.feed(chunk)
-                    if out:
-                        await write(out)
+            if pending is not None:
+                raise pending
+            with rt.map_stream:
+                if not up.at_end():
+                    async for chunk in up:
+                        out = tr.feed(chunk)
+                        if out:
+                            if up.at_end():
+                                last = out
+                                break
+                            await write(out)
             tail = tr.close()
         except GatewayError as e:
             tail = tr.fail(e)
         except Exception as e:  # a translator bug must still end the stream properly
             log.exception("stream translation failed")
             tail = tr.fail(GatewayError(502, f"stream translation failed: {type(e).__name__}", "bad_gateway"))
-        if tail:
-            await write(tail)
-        resp.end()
+        resp.end(last + tail if tail else last)
+
+
+def _content_type(raw: list[tuple[bytes, bytes]]) -> str:
+    """The upstream content-type as httpx's ``headers.get`` gives it (repeated values joined)."""
+    values = [v for k, v in raw if k.lower() == b"content-type"]
+    if not values:
+        return ""
+    value = values[0] if len(values) == 1 else b", ".join(values)
+    for encoding in ("ascii", "utf-8"):
+        try:
+            return value.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return value.decode("latin-1")
 
 
 def _check_json(data: bytes, provider: str) -> None:

@@ -101,13 +101,14 @@ _ERROR_500 = {
 class Response:
     """The response to one request; handed to the handler with the request."""
 
-    __slots__ = ("_proto", "_transport", "_flow", "started", "finished", "keep_alive",
+    __slots__ = ("_proto", "_transport", "_flow", "loop", "started", "finished", "keep_alive",
                  "_chunked_ok", "_head_only", "_mode")
 
     def __init__(self, proto: "HttpProtocol", keep_alive: bool, chunked_ok: bool, head_only: bool):
         self._proto = proto
         self._transport = proto.transport
         self._flow = proto.flow
+        self.loop = proto._loop  # the connection's event loop (asyncio.get_running_loop() costs a getpid())
         self.started = False
         self.finished = False
         self.keep_alive = keep_alive  # the connection may carry another request afterwards
@@ -136,8 +137,9 @@ class Response:
             write(bodyless_head(status, headers, self.keep_alive))
         self._proto._response_done(self)
 
-    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Begin a streamed response (chunked; close-delimited for an HTTP/1.0 peer)."""
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], data: bytes = b"") -> None:
+        """Begin a streamed response (chunked; close-delimited for an HTTP/1.0 peer). ``data``, the
+        first piece of the body if it is already known, goes out in the same write as the head."""
         if self._proto.closing:
             self.started = True
             return
@@ -154,6 +156,11 @@ class Response:
             self._mode = _NOBODY if self._head_only else _RAW
             self.keep_alive = False
             head = close_delimited_head(status, headers)
+        if data:
+            if self._mode == _CHUNKED:
+                head += b"%x\r\n%b\r\n" % (len(data), data)
+            elif self._mode == _RAW:
+                head += data
         self._transport.write(head)
 
     async def write(self, data: bytes) -> None:
@@ -169,12 +176,13 @@ class Response:
             if self._proto.closing or self._mode != mode:
                 return
         if mode == _CHUNKED:
-            self._transport.write((b"%x\r\n" % len(data)) + data + b"\r\n")
+            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         elif mode == _RAW:
             self._transport.write(data)
 
-    def end(self) -> None:
-        """Finish a streamed response."""
+    def end(self, data: bytes = b"") -> None:
+        """Finish a streamed response; ``data``, a last piece of body, goes out in the same write as the
+        end of the body (without waiting on backpressure: it is one piece, the transport buffers it)."""
         if self._proto.closing:
             self.finished = True
             return
@@ -184,7 +192,9 @@ class Response:
         self._mode = _NONE
         self.finished = True
         if mode == _CHUNKED:
-            self._transport.write(LAST_CHUNK)
+            self._transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else LAST_CHUNK)
+        elif mode == _RAW and data:
+            self._transport.write(data)
         self._proto._response_done(self)
 
     async def _run(self, handler: Handler, request: Request) -> None:

@@ -1,58 +1,105 @@
 """The one seam between the request handler and the upstream HTTP client.
 
-`open_upstream()` sends a request and returns the httpx.Response once its headers arrived;
-the caller reads its body chunk by chunk inside `mapped(...)` (or whole with `read_all`). Every httpx exception is mapped to a
-GatewayError at this boundary, by one context manager (`mapped`), in the httpcore
-`map_exceptions` style:
+`open_upstream()` sends a request and returns the response once its head arrived: a
+`transport.RawResponse` (`status_code`, `raw_headers`, async iteration over raw body chunks,
+`ready_chunk()`, `at_end()`, `complete_body()`, `aclose()`). A PlexusTransport is called through its `open()` (no httpx objects per request);
+any other httpx transport (tests, the benchmark) through `pool.open_stream`, its httpx.Response
+wrapped in `_HttpxResponse`, which has the same members. The caller reads the body chunk by
+chunk inside `mapped(...)` (or whole with `read_all`) and must `await aclose()`.
+
+Every httpx exception is mapped to a GatewayError at this boundary, by one context manager
+(`mapped`), in the httpcore `map_exceptions` style:
 
 - cannot connect (refused, DNS, TLS)       → 502
 - no response headers within ttfb_timeout   → 504
 - no body bytes within read_timeout         → 504
 - malformed answer, connection cut          → 502
 
-Tests and the benchmark can swap the transport; nothing else here knows about sockets.
+`mapped` is a plain class (not @contextmanager: no generator per use), and holds no state
+between uses, so a caller may build one per provider and phase once and reuse it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import httpx
 
 from ..errors import GatewayError
 from .pool import open_stream
+from .transport import PlexusTransport
 
 MAX_ERROR_BODY = 1024 * 1024
 
 
-@contextlib.contextmanager
-def mapped(provider: str, timeout: float | None = None, phase: str = "answer"):
-    try:
-        yield
-    except httpx.TimeoutException as e:
-        if isinstance(e, httpx.ConnectTimeout):
-            raise GatewayError(502, f"could not connect to provider '{provider}': connect timeout",
+class mapped:  # noqa: N801 - used like a function: `with mapped(...)`
+    __slots__ = ("provider", "timeout", "phase")
+
+    def __init__(self, provider: str, timeout: float | None = None, phase: str = "answer") -> None:
+        self.provider, self.timeout, self.phase = provider, timeout, phase
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ, e, tb) -> bool:
+        if e is None or not isinstance(e, (httpx.TransportError, OSError)):
+            return False
+        provider = self.provider
+        if isinstance(e, httpx.TimeoutException):
+            if isinstance(e, httpx.ConnectTimeout):
+                raise GatewayError(502, f"could not connect to provider '{provider}': connect timeout",
+                                   "bad_gateway") from None
+            secs = f" within {self.timeout:g} s" if self.timeout else ""
+            raise GatewayError(504, f"provider '{provider}' did not {self.phase}{secs}", "timeout") from None
+        if isinstance(e, httpx.ConnectError):
+            raise GatewayError(502, f"could not connect to provider '{provider}': {e or type(e).__name__}",
                                "bad_gateway") from None
-        secs = f" within {timeout:g} s" if timeout else ""
-        raise GatewayError(504, f"provider '{provider}' did not {phase}{secs}", "timeout") from None
-    except httpx.ConnectError as e:
-        raise GatewayError(502, f"could not connect to provider '{provider}': {e or type(e).__name__}",
-                           "bad_gateway") from None
-    except (httpx.TransportError, OSError) as e:
         raise GatewayError(502, f"provider '{provider}' connection failed: {e or type(e).__name__}",
                            "bad_gateway") from None
 
 
+class _HttpxResponse:
+    """An httpx.Response seen through RawResponse's members (for transports other than Plexus's)."""
+
+    __slots__ = ("_r", "status_code", "raw_headers")
+
+    def __init__(self, r: httpx.Response) -> None:
+        self._r = r
+        self.status_code = r.status_code
+        self.raw_headers = r.headers.raw
+
+    def __aiter__(self):
+        return self._r.aiter_raw().__aiter__()
+
+    def complete_body(self) -> None:
+        return None
+
+    def ready_chunk(self) -> bytes:
+        return b""
+
+    def at_end(self) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        await self._r.aclose()
+
+
 async def open_upstream(transport, provider, url: str, headers: list[tuple[bytes, bytes]],
-                        body: bytes) -> httpx.Response:
-    with mapped(provider.name, provider.ttfb_timeout):
-        return await open_stream(transport, b"POST", url, headers, body, ttfb=provider.ttfb_timeout)
+                        body: bytes, loop=None, ttfb_map: mapped | None = None):
+    """POST `body` to `url`; the response once its head arrived (see the module docstring)."""
+    with ttfb_map or mapped(provider.name, provider.ttfb_timeout):
+        if type(transport) is PlexusTransport:
+            return await transport.open(b"POST", url, headers, body, provider.ttfb_timeout, loop)
+        return _HttpxResponse(await open_stream(transport, b"POST", url, headers, body,
+                                                ttfb=provider.ttfb_timeout))
 
 
-async def read_all(resp: httpx.Response, provider, limit: int | None = None) -> bytes:
+async def read_all(resp, provider, limit: int | None = None, read_map: mapped | None = None) -> bytes:
+    data = resp.complete_body()
+    if data is not None:  # the whole body came with the head: no await, no iteration
+        return data
     parts = []
     size = 0
-    with mapped(provider.name, provider.read_timeout, "finish its answer"):
-        async for chunk in resp.aiter_raw():
+    with read_map or mapped(provider.name, provider.read_timeout, "finish its answer"):
+        async for chunk in resp:
             parts.append(chunk)
             size += len(chunk)
             if limit is not None and size > limit:

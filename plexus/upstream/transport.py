@@ -2,6 +2,11 @@
 
 Theory
 ------
+* Two entrances, one exchange. ``handle_async_request`` is the httpx transport API (tests, clients).
+  ``open(method, url, headers, body)`` is the gateway's: it builds no httpx.Request, URL, Headers or
+  Response (together ~30 us per request here) and returns the ``RawResponse`` itself: status, the
+  raw header list as parsed, and the body as an async iterator of raw chunks. URLs are parsed once
+  per distinct string.
 * ``_Conn`` is one TCP/TLS connection, an ``asyncio.Protocol``. Its callbacks only *record*:
   ``data_received`` appends the raw chunk to a deque and wakes the one waiter, and
   ``eof_received``/``connection_lost`` set ``closed``. All parsing (``h1.ResponseParser``, sans-IO)
@@ -213,17 +218,43 @@ def _to_httpx(exc: Exception, request: httpx.Request) -> Exception:
     return exc
 
 
-class _Body(httpx.AsyncByteStream):
-    """The response body: one item per socket chunk, as it arrives. Ends by releasing or aborting."""
+class RawResponse(httpx.AsyncByteStream):
+    """One upstream response: status, raw headers, and the body as an async iterator of raw chunks
+    (one item per socket chunk, as it arrives). Ends by releasing or aborting the connection.
 
-    __slots__ = ("_conn", "_parser", "_first", "_timeout", "_request", "_owner")
+    ``PlexusTransport.open`` returns it as is (no httpx.Request/Response/Headers objects on the
+    gateway's hot path); ``handle_async_request`` wraps it as the stream of an ``httpx.Response``.
+    """
+
+    __slots__ = ("_conn", "_parser", "_first", "_timeout", "_request", "_owner", "status_code",
+                 "raw_headers", "http_version", "reason_phrase")
 
     def __init__(self, owner, conn, parser, first: bytes, timeout, request) -> None:
         self._owner, self._conn, self._parser = owner, conn, parser
         self._first, self._timeout, self._request = first, timeout, request
+        self.status_code = parser.status
+        self.raw_headers: list[tuple[bytes, bytes]] = parser.headers  # (name as sent, value)
+        self.http_version = parser.version
+        self.reason_phrase = parser.reason
 
     def __aiter__(self):
         return self
+
+    def ready_chunk(self) -> bytes:
+        """Body bytes already here (those that came with the head), without waiting; b"" if none."""
+        first, self._first = self._first, b""
+        return first
+
+    def at_end(self) -> bool:
+        """True once the body has been read to its end (iterating further only stops)."""
+        return self._conn is None and not self._first
+
+    def complete_body(self) -> bytes | None:
+        """The whole body if it already arrived with the head (consumes it), else None."""
+        if self._conn is None:
+            first, self._first = self._first, b""
+            return first
+        return None
 
     async def __anext__(self) -> bytes:
         first = self._first
@@ -278,6 +309,22 @@ class _Body(httpx.AsyncByteStream):
                 pass
 
 
+_TARGETS: dict[str, tuple] = {}  # url -> ((scheme, host, port), netloc, target): parsed once
+_MAX_TARGETS = 4096  # distinct upstream URLs are few (base URL x endpoint x model); bound it anyway
+
+
+def _target(url: str) -> tuple:
+    u = httpx.URL(url)
+    scheme, port = u.raw_scheme, u.port
+    if port is None:
+        port = 443 if scheme == b"https" else 80
+    target = ((scheme, u.raw_host, port), u.netloc, u.raw_path)
+    if len(_TARGETS) >= _MAX_TARGETS:
+        _TARGETS.clear()
+    _TARGETS[url] = target
+    return target
+
+
 def _seconds(value) -> float | None:
     return None if value is None or value == math.inf else float(value)
 
@@ -301,10 +348,28 @@ class PlexusTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context
         self._closed = False
 
+    async def open(self, method: bytes, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
+                   ttfb: float | None = None, loop: asyncio.AbstractEventLoop | None = None) -> RawResponse:
+        """The gateway's call: send one request, return once the response head has arrived.
+
+        The same exchange as ``handle_async_request`` with no httpx objects built: ``url`` is
+        parsed once per distinct string (cached), ``headers`` go to the wire as given (plus Host
+        and Content-Length), connect and read timeouts are the transport's, ``ttfb`` overrides its
+        default. Errors are httpx's own exceptions, as from ``handle_async_request``.
+        """
+        if self._closed:
+            raise RuntimeError("PlexusTransport is closed")
+        target = _TARGETS.get(url)
+        if target is None:
+            target = _target(url)
+        key, netloc, path = target
+        return await self._send(loop or asyncio.get_running_loop(), key, netloc, path, method, headers, body,
+                                self._ttfb_timeout if ttfb is None else _seconds(ttfb),
+                                self._connect_timeout, self._read_timeout, None)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
             raise RuntimeError("PlexusTransport is closed")
-        loop = asyncio.get_running_loop()
         url = request.url
         scheme, host, port = url.raw_scheme, url.raw_host, url.port
         if port is None:
@@ -324,23 +389,30 @@ class PlexusTransport(httpx.AsyncBaseTransport):
             body = request.content
         except httpx.RequestNotRead:
             body = await request.aread()
-        method = request.method.encode("ascii")
-        head = encode_head(method, url.raw_path, url.netloc, request.headers.raw, len(body))
+        raw = await self._send(asyncio.get_running_loop(), key, url.netloc, url.raw_path,
+                               request.method.encode("ascii"), request.headers.raw, body, ttfb, connect_t,
+                               read_t, request)
+        return httpx.Response(raw.status_code, headers=raw.raw_headers, stream=raw,
+                              extensions={"http_version": raw.http_version, "reason_phrase": raw.reason_phrase},
+                              request=request)
+
+    async def _send(self, loop, key, netloc: bytes, path: bytes, method: bytes, headers, body: bytes, ttfb,
+                    connect_t, read_t, request) -> RawResponse:
+        head = encode_head(method, path, netloc, headers, len(body))
         if body and len(body) < 16384:
             head, body = head + body, b""
-        exchange = (head, body, method == b"HEAD", ttfb, read_t, request)
-
+        is_head = method == b"HEAD"
         conn = self._pool.pop(key, loop.time())
         if conn is not None and conn.loop is not loop:  # created on another event loop: unusable here
             conn.abort()
             conn = None
         if conn is not None:
             try:
-                return await self._exchange(conn, True, *exchange)
+                return await self._exchange(conn, True, head, body, is_head, ttfb, read_t, request)
             except _Stale:
                 pass
         conn = await self._connect(key, connect_t, request, loop)
-        return await self._exchange(conn, False, *exchange)
+        return await self._exchange(conn, False, head, body, is_head, ttfb, read_t, request)
 
     async def _connect(self, key, timeout, request, loop) -> _Conn:
         scheme, host, port = key
@@ -364,7 +436,7 @@ class PlexusTransport(httpx.AsyncBaseTransport):
         return conn
 
     async def _exchange(self, conn: _Conn, reused: bool, head: bytes, body: bytes, is_head: bool,
-                        ttfb, read_t, request) -> httpx.Response:
+                        ttfb, read_t, request) -> RawResponse:
         loop = conn.loop
         parser = ResponseParser(is_head)
         conn.got = False
@@ -396,10 +468,7 @@ class PlexusTransport(httpx.AsyncBaseTransport):
         if parser.done:
             self._finish(conn, parser)
             conn = None
-        return httpx.Response(parser.status, headers=parser.headers,
-                              stream=_Body(self, conn, parser, first, read_t, request),
-                              extensions={"http_version": parser.version, "reason_phrase": parser.reason},
-                              request=request)
+        return RawResponse(self, conn, parser, first, read_t, request)
 
     def _finish(self, conn: _Conn, parser: ResponseParser) -> None:
         """End of one response: back to the pool if clean and keep-alive, else close."""
