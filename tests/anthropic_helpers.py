@@ -18,6 +18,7 @@ import orjson
 from plexus import ir
 from plexus.dialects.anthropic import decode, encode
 from plexus.sse import SSEDecoder
+from recording_sink import RecordingSink
 
 FIX = Path(__file__).parent / "fixtures" / "anthropic"
 M = "claude-sonnet-4-5-20250929"
@@ -31,47 +32,14 @@ def _u(u):
     return (u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_creation_tokens, u.reasoning_tokens)
 
 
-class Rec:
-    """A Sink that records its calls as tuples."""
-
-    def __init__(self):
-        self.calls = []
+class Rec(RecordingSink):
+    """A Sink that records its calls as tuples (usage as a tuple of its fields)."""
 
     def start(self, id, model, usage):
         self.calls.append(("start", id, model, _u(usage)))
 
-    def text(self, s):
-        self.calls.append(("text", s))
-
-    def thinking(self, s):
-        self.calls.append(("thinking", s))
-
-    def signature(self, sig):
-        self.calls.append(("signature", sig))
-
-    def redacted_thinking(self, data):
-        self.calls.append(("redacted_thinking", data))
-
-    def tool_start(self, index, id, name, signature=None):
-        self.calls.append(("tool_start", index, id, name, signature))
-
-    def tool_args(self, index, fragment):
-        self.calls.append(("tool_args", index, fragment))
-
-    def block_end(self):
-        self.calls.append(("block_end",))
-
     def usage(self, u):
         self.calls.append(("usage", _u(u)))
-
-    def finish(self, stop_reason, stop_sequence=None):
-        self.calls.append(("finish", stop_reason, stop_sequence))
-
-    def end(self):
-        self.calls.append(("end",))
-
-    def error(self, err):
-        self.calls.append(("error", err.status, err.kind, err.message))
 
 
 def decode_chunks(chunks) -> list:

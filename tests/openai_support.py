@@ -12,49 +12,14 @@ from plexus import ir
 from plexus.dialects.openai.decode import StreamDecoder
 from plexus.dialects.openai.encode import STREAM_CONTENT_TYPE, StreamEncoder
 from plexus.errors import GatewayError
+from recording_sink import RecordingSink
 
 FIX = Path(__file__).parent / "fixtures" / "openai"
 FIXTURES = sorted(p.name for p in FIX.glob("*.sse"))
 
 
-class Rec:
+class Rec(RecordingSink):
     """An ir.Sink that records its calls as tuples (errors as (kind, status, message))."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def start(self, id, model, usage):
-        self.calls.append(("start", id, model, usage))
-
-    def text(self, s):
-        self.calls.append(("text", s))
-
-    def thinking(self, s):
-        self.calls.append(("thinking", s))
-
-    def signature(self, sig):
-        self.calls.append(("signature", sig))
-
-    def redacted_thinking(self, data):
-        self.calls.append(("redacted_thinking", data))
-
-    def tool_start(self, index, id, name, signature=None):
-        self.calls.append(("tool_start", index, id, name, signature))
-
-    def tool_args(self, index, fragment):
-        self.calls.append(("tool_args", index, fragment))
-
-    def block_end(self):
-        self.calls.append(("block_end",))
-
-    def usage(self, u):
-        self.calls.append(("usage", u))
-
-    def finish(self, stop_reason, stop_sequence=None):
-        self.calls.append(("finish", stop_reason, stop_sequence))
-
-    def end(self):
-        self.calls.append(("end",))
 
     def error(self, err):
         assert isinstance(err, GatewayError), err

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from plexus import ir
 from plexus.dialects.gemini import decode, encode
 from plexus.errors import GatewayError
+from recording_sink import RecordingSink
 
 FIX = Path(__file__).parent / "fixtures" / "gemini"
 STREAMS = sorted(p.name for p in FIX.glob("*.sse")) + ["array_text.json"]
@@ -32,35 +33,14 @@ def U(inp=None, out=None, cache=None, reasoning=None):
     return ("usage", inp, out, cache, None, reasoning)
 
 
-class Rec:
+class Rec(RecordingSink):
     """A Sink that records its calls as plain tuples."""
-
-    def __init__(self):
-        self.calls = []
 
     def start(self, id, model, usage):
         self.calls.append(("start", id, model))
 
-    def text(self, s):
-        self.calls.append(("text", s))
-
-    def thinking(self, s):
-        self.calls.append(("thinking", s))
-
-    def signature(self, sig):
-        self.calls.append(("signature", sig))
-
     def redacted_thinking(self, data):
         self.calls.append(("redacted", data))
-
-    def tool_start(self, index, id, name, signature=None):
-        self.calls.append(("tool_start", index, id, name, signature))
-
-    def tool_args(self, index, fragment):
-        self.calls.append(("tool_args", index, fragment))
-
-    def block_end(self):
-        self.calls.append(("block_end",))
 
     def usage(self, u):
         self.calls.append(("usage", u.input_tokens, u.output_tokens, u.cache_read_tokens,
@@ -68,12 +48,6 @@ class Rec:
 
     def finish(self, stop_reason, stop_sequence=None):
         self.calls.append(("finish", stop_reason))
-
-    def end(self):
-        self.calls.append(("end",))
-
-    def error(self, err):
-        self.calls.append(("error", err.status, err.kind, err.message))
 
 
 def decode_chunks(chunks) -> list:
