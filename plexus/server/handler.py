@@ -55,6 +55,7 @@ class Gateway:
         self.router = Router(config)
         self.runtime = {name: ProviderRuntime(p, transports[name]) for name, p in config.providers.items()}
         self.models_bodies = models_response(self.router.aliases())
+        self._record = log.isEnabledFor(logging.DEBUG)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -186,6 +187,14 @@ class Gateway:
                 await self._pump(resp, up, rt, dialect, ctx, gem_sse, marks)
         finally:
             await up.aclose()
+            if self._record:
+                self.record(alias.name, rt.provider.name, target.model, up.status_code, stream)
+
+    def record(self, alias: str, provider: str, model: str, upstream_status: int, stream: bool) -> None:
+        """The one place a finished upstream call is recorded (usage records and metrics come
+        later; today a debug log line, and nothing at all unless debug logging is on)."""
+        log.debug("%s -> %s/%s: upstream %d%s", alias, provider, model, upstream_status,
+                  " (stream)" if stream else "")
 
     async def _upstream_error(self, resp, up, rt, dialect: str, passthrough: bool, marks) -> None:
         prov = rt.provider
