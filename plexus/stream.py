@@ -24,6 +24,9 @@ is split.
 from __future__ import annotations
 
 from . import ir
+from .dialects.anthropic import decode as _ad, encode as _ae, request as _ar
+from .dialects.gemini import decode as _gd, encode as _ge, request as _gr
+from .dialects.openai import decode as _od, encode as _oe, request as _or
 from .errors import GatewayError, error_object, stream_error_event
 
 import orjson
@@ -74,28 +77,10 @@ class Passthrough:
         return stream_error_event(err, self.dialect)
 
 
-def _load(kind: str) -> dict:
-    """{dialect: module} of the dialects whose `kind` module (decode/encode/request) exists."""
-    import importlib
-    found = {}
-    for d in ("openai", "anthropic", "gemini"):
-        try:
-            found[d] = importlib.import_module(f"plexus.dialects.{d}.{kind}")
-        except ImportError:  # a dialect not built yet: its translations answer "not supported"
-            pass
-    return found
-
-
-def check_translatable(src: str, dst: str) -> None:
-    """Raise a clear error when a caller/provider dialect pair cannot be translated."""
-    for name, table in (("request", REQUEST), ("decode", DECODE), ("encode", ENCODE)):
-        for d in ((src, dst) if name == "request" else ((dst,) if name == "decode" else (src,))):
-            if d not in table:
-                raise GatewayError(501, f"translation between the {src} and {dst} dialects is not supported "
-                                        f"by this gateway yet; use a target of type {src}", "api_error")
-
-
-REQUEST, DECODE, ENCODE = _load("request"), _load("decode"), _load("encode")
+# dialect name → module, for each of the three jobs
+REQUEST = {"openai": _or, "anthropic": _ar, "gemini": _gr}
+DECODE = {"openai": _od, "anthropic": _ad, "gemini": _gd}
+ENCODE = {"openai": _oe, "anthropic": _ae, "gemini": _ge}
 
 
 class Translator:

@@ -36,7 +36,7 @@ import orjson
 from .. import ir
 from ..errors import GatewayError, from_upstream, invalid, render
 from ..routing import Router
-from ..stream import DECODE, ENCODE, REQUEST, Passthrough, Translator, check_translatable, content_type
+from ..stream import DECODE, ENCODE, REQUEST, Passthrough, Translator, content_type
 from ..upstream.call import MAX_ERROR_BODY, open_upstream, read_all
 from .endpoints import ProviderRuntime, models_response, guess_dialect
 from .messages import Request
@@ -158,7 +158,6 @@ class Gateway:
         if prov.type == dialect:
             url, out = rt.passthrough(dialect, body, req.body, target.model, stream, gem_sse, req.query)
         else:
-            check_translatable(dialect, prov.type)
             ireq = REQUEST[dialect].parse_request(body, model=model if dialect == "gemini" else None,
                                                   stream=stream if dialect == "gemini" else None)
             stream = ireq.stream
