@@ -118,6 +118,14 @@ class GatewayError(Exception):
         return f"GatewayError({self.status}, {self.kind!r}, {self.message!r})"
 
 
+STREAM_CUT = "upstream stream ended early"
+
+
+def stream_cut() -> GatewayError:
+    """The error for an upstream stream that ended before its terminal event."""
+    return GatewayError(502, STREAM_CUT, "bad_gateway")
+
+
 def invalid(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, "invalid_request", param=param)
 

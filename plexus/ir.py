@@ -39,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
+from .errors import stream_cut
+
 STOP_REASONS = ("end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn", "error")
 
 # The one reasoning-effort ⇄ thinking-budget table every dialect uses (documented in API.md).
@@ -195,6 +197,26 @@ class Context:
     alias: str = ""
     gemini_sse: bool = True               # Gemini client: SSE (alt=sse) or JSON-array stream
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EncoderOutput:
+    """The output half every stream encoder shares: sink methods append client bytes to `_out`
+    and set `_done` at end()/error(); `take()` hands the bytes out, `close()` ends a stream
+    whose upstream never finished with the dialect's error event (through `self.error`)."""
+
+    __slots__ = ("_out", "_done")
+
+    def take(self) -> bytes:
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def close(self) -> bytes:
+        if not self._done:
+            self.error(stream_cut())
+        return self.take()
 
 
 class Sink(Protocol):

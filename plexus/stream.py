@@ -27,7 +27,7 @@ from . import ir
 from .dialects.anthropic import decode as _ad, encode as _ae, request as _ar
 from .dialects.gemini import decode as _gd, encode as _ge, request as _gr
 from .dialects.openai import decode as _od, encode as _oe, request as _or
-from .errors import GatewayError, error_object, stream_error_event
+from .errors import GatewayError, error_object, stream_cut, stream_error_event
 
 import orjson
 
@@ -38,8 +38,6 @@ _TERMINALS = {
     "anthropic": (b"\nevent: message_stop", b"\nevent: error"),
     "gemini": (b'"finishReason"', b'data: {"error"'),
 }
-
-_CUT = "upstream stream ended before its final event"
 
 
 class Passthrough:
@@ -66,7 +64,7 @@ class Passthrough:
     def close(self) -> bytes:
         if self.done:
             return b""
-        return self.fail(GatewayError(502, _CUT, "bad_gateway"))
+        return self.fail(stream_cut())
 
     def fail(self, err: GatewayError) -> bytes:
         if self.done:

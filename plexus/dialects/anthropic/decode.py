@@ -38,7 +38,7 @@ from __future__ import annotations
 import orjson
 
 from ... import ir
-from ...errors import GatewayError, invalid
+from ...errors import GatewayError, invalid, stream_cut
 from ...sse import MAX_EVENT_BYTES, SSEDecoder
 from ..signatures import unwrap_sig
 
@@ -306,7 +306,6 @@ def parse_response(body: bytes) -> ir.Response:
 
 # ============================================================== stream
 
-_CUT = "upstream stream ended early"
 _TEXT, _THINK, _TOOL, _SKIP = 1, 2, 3, 4
 
 
@@ -350,7 +349,7 @@ class StreamDecoder:
             self._event(data)
             if self._done:
                 return
-        self._fail(GatewayError(502, _CUT, "bad_gateway"))
+        self._fail(stream_cut())
 
     def _fail(self, err: GatewayError) -> None:
         self._done = True

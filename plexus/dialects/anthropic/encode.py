@@ -46,7 +46,7 @@ import re
 import orjson
 
 from ... import ir
-from ...errors import GatewayError, stream_error_event
+from ...errors import GatewayError, stream_cut, stream_error_event
 from ..signatures import SIG_PREFIX, wrap_sig
 
 __all__ = ["render_response", "StreamEncoder", "STREAM_CONTENT_TYPE", "blocks_out", "text_out"]
@@ -236,7 +236,6 @@ _END_DELTA = b"}}\n\n"
 _STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
 _MSG_DELTA = b'event: message_delta\ndata: {"type":"message_delta","delta":'
 _MSG_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-_CUT = "upstream stream ended before its final event"
 
 
 class StreamEncoder:
@@ -284,7 +283,7 @@ class StreamEncoder:
 
     def close(self) -> bytes:
         if not self._done:
-            self.error(GatewayError(502, _CUT, "bad_gateway"))
+            self.error(stream_cut())
         return self.take()
 
     # ---------------------------------------------------------------- blocks

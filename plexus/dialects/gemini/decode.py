@@ -55,7 +55,7 @@ from hashlib import blake2b
 import orjson
 
 from ... import ir
-from ...errors import GatewayError, from_upstream
+from ...errors import STREAM_CUT, GatewayError, from_upstream
 from ...sse import MAX_EVENT_BYTES, SSEDecoder
 from .framing import ArraySplitter
 
@@ -64,7 +64,6 @@ _REFUSAL = frozenset((
     "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK",
 ))
 _MAX = frozenset(("MAX_TOKENS", "CONTINUATION"))
-_CUT = "upstream stream ended early"
 
 
 def stop_reason(finish: object, saw_tool: bool) -> str:
@@ -270,7 +269,7 @@ class StreamDecoder:
             self.sink.end()
             self._done = True
         else:
-            self._fail(_bad(_CUT))
+            self._fail(_bad(STREAM_CUT))
 
     # -------------------------------------------------------- events
 

@@ -174,8 +174,8 @@ _OPEN = b'{"candidates":[{"content":{"parts":['
 _THOUGHT_SIG = b'{"text":"","thought":true,"thoughtSignature":'
 
 
-class StreamEncoder:
-    __slots__ = ("ctx", "_out", "_sse", "_n", "_started", "_done", "_head", "_tail", "_meta",
+class StreamEncoder(ir.EncoderOutput):
+    __slots__ = ("ctx", "_sse", "_n", "_started", "_head", "_tail", "_meta",
                  "_usage", "_finish", "_tools", "_last_tool", "_sig_source", "_text_head", "_text_tail")
 
     def __init__(self, ctx: ir.Context) -> None:
@@ -198,17 +198,6 @@ class StreamEncoder:
 
     # -------------------------------------------------------- output
 
-    def take(self) -> bytes:
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
-
-    def close(self) -> bytes:
-        if not self._done:
-            self.error(GatewayError(502, "upstream stream ended before its final event", "bad_gateway"))
-        return self.take()
 
     def _frame(self, obj_bytes: bytes) -> None:
         if self._sse:

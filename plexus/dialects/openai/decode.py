@@ -43,7 +43,7 @@ from __future__ import annotations
 import orjson
 
 from ... import ir
-from ...errors import KIND_STATUS, STATUS_KIND, GatewayError
+from ...errors import KIND_STATUS, STATUS_KIND, STREAM_CUT, GatewayError
 from ...sse import SSEDecoder
 from ..signatures import unwrap_sig
 
@@ -245,7 +245,7 @@ class StreamDecoder:
             self._done = True
             self._sink.end()
         else:
-            self._fail(_bad("upstream stream ended early"))
+            self._fail(_bad(STREAM_CUT))
 
     # ------------------------------------------------------------ internals
 
@@ -273,7 +273,7 @@ class StreamDecoder:
             if data == b"[DONE]":
                 self._done_event()
             else:
-                self._fail(_bad("upstream stream ended early" if self._closing
+                self._fail(_bad(STREAM_CUT if self._closing
                                 else "upstream sent invalid JSON in a stream event"))
             return
         if type(obj) is not dict:

@@ -145,11 +145,11 @@ def render_response(resp: ir.Response, ctx: ir.Context) -> bytes:
     })
 
 
-class StreamEncoder:
+class StreamEncoder(ir.EncoderOutput):
     """ir.Sink → OpenAI chunk bytes. States: new → open (after start) → finished → done."""
 
-    __slots__ = ("_ctx", "_out", "_pre", "_suf", "_head", "_tools", "_usage", "_finished",
-                 "_done", "_wrap_sig", "_usage_null", "_text_pre", "_think_pre", "_close", "_tb",
+    __slots__ = ("_ctx", "_pre", "_suf", "_head", "_tools", "_usage", "_finished",
+                 "_wrap_sig", "_usage_null", "_text_pre", "_think_pre", "_close", "_tb",
                  "_nblocks")
 
     def __init__(self, ctx: ir.Context) -> None:
@@ -169,17 +169,6 @@ class StreamEncoder:
 
     # ------------------------------------------------------------ output
 
-    def take(self) -> bytes:
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
-
-    def close(self) -> bytes:
-        if not self._done:
-            self.error(GatewayError(502, "upstream stream ended early", "bad_gateway"))
-        return self.take()
 
     # ------------------------------------------------------------ sink
 
