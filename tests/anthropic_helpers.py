@@ -191,3 +191,14 @@ def claude_code_body() -> dict:
         "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
         "temperature": 1,
     }
+
+
+def json_paths(obj, path=()):
+    """Every path (tuple of keys/indexes) into a JSON value, the root included."""
+    yield path
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from json_paths(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from json_paths(v, path + (i,))

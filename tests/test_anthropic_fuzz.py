@@ -17,23 +17,13 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from anthropic_helpers import claude_code_body
+from anthropic_helpers import claude_code_body, json_paths
 from plexus.dialects.anthropic.decode import parse_response
 from plexus.dialects.anthropic.request import build_request, parse_request
 from plexus.errors import GatewayError
 
 PROVIDER = SimpleNamespace(name="anth", type="anthropic", max_tokens=4096, stream_usage=False)
 ODD = [None, True, 0, -1, 2.5, "", "x", [], [1], {}, {"type": "text"}]
-
-
-def _paths(obj, path=()):
-    yield path
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _paths(v, path + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _paths(v, path + (i,))
 
 
 def _set(obj, path, value):
@@ -64,7 +54,7 @@ def _rich_body() -> dict:
 
 
 RICH = _rich_body()
-RICH_PATHS = list(_paths(RICH))
+RICH_PATHS = list(json_paths(RICH))
 MESSAGE = orjson.loads((Path(__file__).parent / "fixtures" / "anthropic" / "message_tools_thinking.json").read_bytes())
 
 
@@ -91,7 +81,7 @@ def test_request_every_value_of_every_type(chunk):
 
 
 def test_response_every_value_of_every_type():
-    for path in _paths(MESSAGE):
+    for path in json_paths(MESSAGE):
         for odd in ODD:
             try:
                 parse_response(orjson.dumps(_set(MESSAGE, path, odd)))

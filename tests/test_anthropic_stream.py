@@ -12,7 +12,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from anthropic_helpers import CTX, FIX, M, SIG, check_structure, decode_chunks, fixture, sdk_events, sdk_message
+from anthropic_helpers import (CTX, FIX, M, SIG, check_structure, decode_chunks, fixture, json_paths, sdk_events,
+                               sdk_message)
 from plexus import ir
 from plexus.dialects.anthropic import decode, encode
 
@@ -229,16 +230,6 @@ def run_through(name):
     return enc.take() + enc.close()
 
 
-def _paths(obj, path=()):
-    yield path
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _paths(v, path + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _paths(v, path + (i,))
-
-
 def _set(obj, path, value):
     if not path:
         return value
@@ -259,7 +250,7 @@ def test_decoder_values_of_the_wrong_type_are_502(data):
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return
-    path = data.draw(st.sampled_from(list(_paths(obj))))
+    path = data.draw(st.sampled_from(list(json_paths(obj))))
     odd = data.draw(st.sampled_from([None, 1, -1, 2.5, True, "", "x", [], [1], {}, {"a": 1}]))
     blocks[k] = head + b"data: " + orjson.dumps(_set(obj, path, odd))
     calls = decode_chunks([b"\n\n".join(blocks)])
