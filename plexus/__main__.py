@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int | None:
     for p in empty_key_providers(config):
         hint = f" (set {' or '.join(p.api_key_env)})" if p.api_key_env else ""
         log.warning("provider '%s' has no API key%s; calling it without auth", p.name, hint)
+    for p in config.providers.values():
+        if not p.tls_verify:
+            log.warning("provider '%s' has tls_verify: false: its TLS certificate is NOT checked "
+                        "(anyone on the path can read and change its traffic)", p.name)
+        if p.proxy is not None:
+            log.info("provider '%s' connects through proxy %s (from %s)", p.name, p.proxy.display,
+                     p.proxy.source)
 
     app = import_module("plexus.app")
     try:

@@ -27,11 +27,12 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import yaml
-from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from .config_error import ConfigError
+from .config_yaml import load_yaml
+from .proxies import Proxy, ProxyError, parse_proxy, proxy_for
 
 __all__ = ["Alias", "Config", "ConfigError", "Provider", "ServerSettings", "Target",
            "empty_key_providers", "load_config", "parse_config"]
@@ -46,16 +47,20 @@ class Provider:
     host: str                     # hostname, lowercased, IPv6 without brackets
     port: int                     # explicit or the scheme default
     base_path: str                # e.g. "/v1"; "" for the root; never ends with "/"
-    api_key: str                  # "" = keyless (send no auth header)
+    api_key: str = field(repr=False)  # "" = keyless (send no auth header); never in a repr
     api_key_env: tuple[str, ...]  # env variables api_key was built from
     models: tuple[str, ...]
-    headers: tuple[tuple[str, str], ...]  # lowercased names, validated values
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # lowercased names; values may be secrets
     connect_timeout: float
     ttfb_timeout: float
     read_timeout: float
     max_tokens: int               # 0 = do not inject a default
     stream_usage: bool
     reasoning: bool = True        # False: never send reasoning/thinking fields (non-reasoning models)
+    max_response_bytes: int = 64 * 1024 * 1024  # non-stream upstream body cap; over it -> 502
+    ca_file: str = ""             # extra CA bundle (PEM) trusted for this provider, "" = none
+    tls_verify: bool = True       # False: no certificate check (warned about at startup)
+    proxy: Proxy | None = None    # the outbound proxy (explicit or from the environment), None = direct
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,8 @@ class ServerSettings:
     max_header_bytes: int
     keepalive_timeout: float
     header_timeout: float
+    body_timeout: float = 60.0    # longest gap between two chunks of a request body
+    write_timeout: float = 60.0   # longest a response write may wait for a client that reads nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,33 +95,21 @@ class Config:
     aliases: dict[str, Alias]
 
 
-class ConfigError(Exception):
-    """A config problem: ``str()`` is "<file>: <key_path>: <message>"."""
-
-    def __init__(self, file: str, key_path: str, message: str) -> None:
-        self.file = file
-        self.key_path = key_path
-        self.message = message
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        if self.key_path:
-            return f"{self.file}: {self.key_path}: {self.message}"
-        return f"{self.file}: {self.message}"
-
-
 # --------------------------------------------------------------------------- defaults / tables
 
 SERVER_DEFAULTS = {
     "host": "0.0.0.0", "port": 3000, "max_body_bytes": 32 * 1024 * 1024,
     "max_header_bytes": 32768, "keepalive_timeout": 75.0, "header_timeout": 30.0,
+    "body_timeout": 60.0, "write_timeout": 60.0,
 }
 UPSTREAM_DEFAULTS = {"connect_timeout": 10.0, "ttfb_timeout": 300.0, "read_timeout": 300.0}
+UPSTREAM_LIMITS = {"max_response_bytes": 64 * 1024 * 1024}
 ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 
 _TOP_KEYS = ("server", "upstream", "providers", "models")
 _PROVIDER_KEYS = ("type", "api_base_url", "api_key", "models", "headers", "connect_timeout",
-                  "ttfb_timeout", "read_timeout", "max_tokens", "stream_usage", "reasoning")
+                  "ttfb_timeout", "read_timeout", "max_response_bytes", "max_tokens", "stream_usage",
+                  "reasoning", "ca_file", "tls_verify", "proxy")
 _PROVIDER_REQUIRED = ("type", "api_base_url", "models")
 _ALIAS_KEYS = ("targets",)
 _TARGET_KEYS = ("provider", "model")
@@ -128,69 +123,6 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*\Z")
 _BAD_NAME_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
-
-
-# --------------------------------------------------------------------------- YAML
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys in a mapping (YAML would keep the last silently).
-
-    Keys brought in by a ``<<`` merge may still be overridden explicitly: that is the point of
-    merges.  ``_paths`` maps id(node) -> key path, filled before construction, for the error.
-    """
-
-    _file: str
-    _paths: dict[int, str]
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, MappingNode):
-            seen: dict[object, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, ScalarNode):
-                    continue
-                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
-                if key in seen:
-                    raise ConfigError(self._file, _join(self._paths.get(id(node), ""), key),
-                                      f"duplicate key '{key}' (line {line}; first at line {seen[key]})")
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def _node_paths(root) -> dict[int, str]:
-    """Key path of every mapping node (first path wins for anchors; cycles are safe)."""
-    paths: dict[int, str] = {}
-    stack = [(root, "")]
-    while stack:
-        node, path = stack.pop()
-        if id(node) in paths:
-            continue
-        paths[id(node)] = path
-        if isinstance(node, MappingNode):
-            for k, v in node.value:
-                if isinstance(k, ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
-                    stack.append((v, _join(path, k.value)))
-        elif isinstance(node, SequenceNode):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node.value))
-    return paths
-
-
-def _load_yaml(text: str, file: str) -> object:
-    loader = _StrictLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        loader._file, loader._paths = file, _node_paths(node)
-        return loader.construct_document(node)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = ": ".join(p for p in (e.context, e.problem) if p) or "syntax error"
-        raise ConfigError(file, "", f"invalid YAML{where}: {what}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(file, "", f"invalid YAML: {e}") from None
-    finally:
-        loader.dispose()
 
 
 # --------------------------------------------------------------------------- value readers
@@ -334,13 +266,18 @@ def _server(r: _Reader, raw: object) -> ServerSettings:
         max_header_bytes=r.integer(get("max_header_bytes"), "server.max_header_bytes", 1024),
         keepalive_timeout=r.seconds(get("keepalive_timeout"), "server.keepalive_timeout"),
         header_timeout=r.seconds(get("header_timeout"), "server.header_timeout"),
+        body_timeout=r.seconds(get("body_timeout"), "server.body_timeout"),
+        write_timeout=r.seconds(get("write_timeout"), "server.write_timeout"),
     )
 
 
-def _upstream(r: _Reader, raw: object) -> dict[str, float]:
-    d = {} if raw is None else r.mapping(raw, "upstream", tuple(UPSTREAM_DEFAULTS))
-    return {k: (dv if d.get(k) is None else r.seconds(d[k], f"upstream.{k}"))
-            for k, dv in UPSTREAM_DEFAULTS.items()}
+def _upstream(r: _Reader, raw: object) -> dict:
+    d = {} if raw is None else r.mapping(raw, "upstream", (*UPSTREAM_DEFAULTS, *UPSTREAM_LIMITS))
+    out: dict = {k: (dv if d.get(k) is None else r.seconds(d[k], f"upstream.{k}"))
+                 for k, dv in UPSTREAM_DEFAULTS.items()}
+    for k, dv in UPSTREAM_LIMITS.items():
+        out[k] = dv if d.get(k) is None else r.integer(d[k], f"upstream.{k}", 1024)
+    return out
 
 
 def _url(r: _Reader, value: object, path: str) -> tuple[str, str, str, int, str]:
@@ -388,7 +325,30 @@ def _headers(r: _Reader, raw: object, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(out.items())
 
 
-def _provider(r: _Reader, name: str, raw: object, upstream: dict[str, float]) -> Provider:
+def _tls_and_proxy(r: _Reader, d: dict, path: str, scheme: str, host: str, port: int) -> dict:
+    """ca_file (must be a readable file now), tls_verify, and the effective proxy."""
+    ca_file = ""
+    if d.get("ca_file") is not None:
+        ca_file = r.string(d["ca_file"], f"{path}.ca_file").strip()
+        if ca_file:
+            ca_file = os.path.abspath(os.path.expanduser(ca_file))
+            if not os.path.isfile(ca_file) or not os.access(ca_file, os.R_OK):
+                r.fail(f"{path}.ca_file", f"no readable file at {ca_file!r}")
+    tls_verify = True if d.get("tls_verify") is None else r.boolean(d["tls_verify"], f"{path}.tls_verify")
+    raw = d.get("proxy", ...)
+    try:
+        if raw is ...:
+            proxy = proxy_for(scheme, host, port, r.env)
+        elif raw is None or raw is False or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+            proxy = None
+        else:
+            proxy = parse_proxy(r.string(raw, f"{path}.proxy"), f"{path}.proxy")
+    except ProxyError as e:
+        r.fail(f"{path}.proxy", str(e))
+    return {"ca_file": ca_file, "tls_verify": tls_verify, "proxy": proxy}
+
+
+def _provider(r: _Reader, name: str, raw: object, upstream: dict) -> Provider:
     path = f"providers.{name}"
     d = r.mapping(raw, path, _PROVIDER_KEYS, _PROVIDER_REQUIRED)
     type_raw = r.string(d["type"], f"{path}.type")
@@ -421,6 +381,8 @@ def _provider(r: _Reader, name: str, raw: object, upstream: dict[str, float]) ->
 
     timeouts = {k: (upstream[k] if d.get(k) is None else r.seconds(d[k], f"{path}.{k}"))
                 for k in UPSTREAM_DEFAULTS}
+    for k in UPSTREAM_LIMITS:
+        timeouts[k] = upstream[k] if d.get(k) is None else r.integer(d[k], f"{path}.{k}", 1024)
     default_max = ANTHROPIC_DEFAULT_MAX_TOKENS if ptype == "anthropic" else 0
     max_tokens = default_max if d.get("max_tokens") is None else r.integer(d["max_tokens"], f"{path}.max_tokens", 1)
     stream_usage = True if d.get("stream_usage") is None else r.boolean(d["stream_usage"], f"{path}.stream_usage")
@@ -430,6 +392,7 @@ def _provider(r: _Reader, name: str, raw: object, upstream: dict[str, float]) ->
         base_path=base_path, api_key=api_key, api_key_env=api_key_env, models=tuple(models),
         headers=_headers(r, d.get("headers"), f"{path}.headers"), max_tokens=max_tokens,
         stream_usage=stream_usage, reasoning=reasoning, **timeouts,
+        **_tls_and_proxy(r, d, path, scheme, host, port),
     )
 
 
@@ -508,7 +471,7 @@ def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError(path, "", f"not valid UTF-8 (byte {e.start})") from None
-    return parse_config(_load_yaml(text, path), path, env)
+    return parse_config(load_yaml(text, path), path, env)
 
 
 def empty_key_providers(config: Config) -> list[Provider]:
