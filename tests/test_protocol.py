@@ -47,6 +47,12 @@ class FakeTransport:
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
     def is_closing(self) -> bool:
         return self.closed
 
@@ -594,11 +600,81 @@ async def test_slow_head_gets_408_after_header_timeout_others_unaffected():
     assert parse(t2.take())[0][0] == 200 and not t2.closed
 
 
-async def test_slow_body_gets_408():
-    proto, t, loop = make(App(), ServerLimits(header_timeout=5))
-    proto.data_received(post(b"/x", b"0123456789")[:-3])
-    loop.advance(5.01)
-    assert t.eof and parse(t.take(), [b"POST"])[0][0] == 408
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_stalled_body_gets_408_after_body_timeout(chunked):
+    proto, t, loop = make(App(), ServerLimits(header_timeout=5, body_timeout=3))
+    if chunked:
+        proto.data_received(b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab")
+    else:
+        proto.data_received(post(b"/x", b"0123456789")[:-3])
+    loop.advance(2.9)
+    assert not t.eof
+    loop.advance(0.2)
+    out = t.take()
+    assert t.eof and parse(out, [b"POST"])[0][0] == 408 and b"body stalled" in out
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_slow_upload_that_makes_progress_is_not_cut(chunked):
+    """header_timeout covers the head only: a large body trickling in for far longer is served."""
+    app = App()
+    proto, t, loop = make(app, ServerLimits(header_timeout=5, body_timeout=3))
+    body = b"x" * 200
+    if chunked:
+        proto.data_received(b"POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
+        pieces = [b"a\r\n" + body[i:i + 10] + b"\r\n" for i in range(0, 200, 10)] + [b"0\r\n\r\n"]
+    else:
+        proto.data_received(b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 200\r\n\r\n")
+        pieces = [body[i:i + 10] for i in range(0, 200, 10)]
+    for piece in pieces:  # 2 s between pieces: ~40 s in all, 8x the header timeout
+        loop.advance(2)
+        assert not t.eof and not t.closed
+        proto.data_received(piece)
+    await settle()
+    assert parse(t.take(), [b"POST"])[0][0] == 200 and app.requests[0].body == body
+
+
+async def test_client_that_reads_nothing_is_cut_after_write_timeout():
+    """A stream to a client whose socket buffer stays full: after write_timeout with nothing
+    drained the connection is aborted and the handler (so the upstream call) is cancelled."""
+    got_to = []
+
+    async def streaming(req, resp):
+        resp.start(200, [(b"content-type", b"text/event-stream")])
+        got_to.append("started")
+        proto.pause_writing()  # the transport's buffer passed its high-water mark
+        await resp.write(b"data: 1\n\n")
+        got_to.append("never")
+
+    app = App(streaming)
+    proto, t, loop = make(app, ServerLimits(write_timeout=0.05))
+    proto.data_received(GET)
+    await asyncio.sleep(0.2)  # asyncio.timeout runs on the real loop
+    await settle()
+    assert got_to == ["started"]
+    assert getattr(t, "aborted", False)
+    proto.connection_lost(None)  # what the transport reports after abort()
+    await settle()
+    assert app.cancelled == 1 and app.active == 0
+
+
+async def test_writer_waits_while_client_drains_within_write_timeout():
+    done = []
+
+    async def streaming(req, resp):
+        resp.start(200, [(b"content-type", b"text/event-stream")])
+        proto.pause_writing()
+        await resp.write(b"data: 1\n\n")
+        resp.end()
+        done.append(True)
+
+    proto, t, loop = make(App(streaming), ServerLimits(write_timeout=5))
+    proto.data_received(GET)
+    await asyncio.sleep(0.05)
+    assert not done
+    proto.resume_writing()
+    await settle()
+    assert done and not getattr(t, "aborted", False) and b"data: 1" in t.take()
 
 
 async def test_idle_keepalive_timeout_and_new_connection_timeout():

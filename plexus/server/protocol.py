@@ -16,8 +16,10 @@ because each connection uses one ``h11.Connection`` per request/response cycle a
 A connection is always in one phase:
 
     IDLE   no byte of the next request yet          deadline: keepalive (header_timeout if new)
-    RECV   head/body arriving, being parsed by h11   deadline: header_timeout from first byte
-    BODY   fast-path head parsed, body arriving      deadline: the same
+    RECV   head/body arriving, being parsed by h11   deadline: header_timeout from the first byte
+                                                     until the head is parsed; then body_timeout
+                                                     from the latest body bytes
+    BODY   fast-path head parsed, body arriving      deadline: body_timeout from the latest bytes
     BUSY   request complete, handler task running    no deadline; input buffered, not parsed
     LINGER error response sent, write side shut      deadline: LINGER_SECONDS; input discarded
     CLOSED transport closed or lost
@@ -32,7 +34,8 @@ parsed after the response completes, so responses go out in request order.
 Errors before a response starts become a JSON error response and a lingering close: 400
 malformed (or h11's status hint), 400 Content-Length with Transfer-Encoding (smuggling), 413
 body over ``max_body_bytes`` (declared: at once, unread; chunked: as soon as it passes),
-431 head over ``max_header_bytes``, 408 request not received within ``header_timeout``. A
+431 head over ``max_header_bytes``, 408 head not received within ``header_timeout`` or a body
+that stalls for ``body_timeout`` (a slow, large upload that keeps making progress is never cut). A
 handler that fails before starting its response gets a 500; one that fails mid-stream gets its
 connection closed, never a half response on a reusable connection. A client disconnect
 (including its FIN: ``eof_received`` closes) cancels the handler task at once, and later writes
@@ -50,17 +53,8 @@ from typing import Awaitable, Callable
 import h11
 
 from .flow import FlowControl
-from .messages import (
-    CONTINUE_100,
-    LAST_CHUNK,
-    Request,
-    bodyless_head,
-    chunked_head,
-    close_delimited_head,
-    error_response,
-    fixed_head,
-    parse_simple_head,
-)
+from .messages import CONTINUE_100, Request, error_response, parse_simple_head
+from .response import Response
 
 __all__ = ["Handler", "ServerLimits", "Response", "HttpProtocol", "start_server"]
 
@@ -74,163 +68,20 @@ class ServerLimits:
     max_body_bytes: int = 32 * 1024 * 1024
     max_header_bytes: int = 32 * 1024
     keepalive_timeout: float = 75.0  # idle keep-alive connection closed after this
-    header_timeout: float = 30.0  # a request's head (and body) must arrive within this
+    header_timeout: float = 30.0  # a request's head must arrive within this (from its first byte)
+    body_timeout: float = 60.0  # longest gap between two pieces of a request body
+    write_timeout: float = 60.0  # longest a response write waits for a client that reads nothing
 
 
 HIGH_WATER = 64 * 1024  # bytes read ahead while a handler runs before reading pauses
 LINGER_SECONDS = 2.0  # after an error response: drain the client's unsent body this long
-_SINGLE_WRITE_MAX = 64 * 1024  # up to this, head + body are joined into one write
-
 _IDLE, _RECV, _BODY, _BUSY, _LINGER, _CLOSED = range(6)
 
 FAST_PATH = True  # parse plain requests without h11 (messages.parse_simple_head)
 
-# Response streaming modes.
-_NONE, _CHUNKED, _RAW, _NOBODY = range(4)
-
 _Request, _Data, _EndOfMessage = h11.Request, h11.Data, h11.EndOfMessage
 _DONE, _IDLE_H11, _SERVER = h11.DONE, h11.IDLE, h11.SERVER
 _RemoteProtocolError = h11.RemoteProtocolError
-
-_ERROR_500 = {
-    keep_alive: error_response(500, "Internal server error", "server_error", keep_alive)
-    for keep_alive in (True, False)
-}
-
-
-class Response:
-    """The response to one request; handed to the handler with the request."""
-
-    __slots__ = ("_proto", "_transport", "_flow", "loop", "started", "finished", "keep_alive",
-                 "_chunked_ok", "_head_only", "_mode")
-
-    def __init__(self, proto: "HttpProtocol", keep_alive: bool, chunked_ok: bool, head_only: bool):
-        self._proto = proto
-        self._transport = proto.transport
-        self._flow = proto.flow
-        self.loop = proto._loop  # the connection's event loop (asyncio.get_running_loop() costs a getpid())
-        self.started = False
-        self.finished = False
-        self.keep_alive = keep_alive  # the connection may carry another request afterwards
-        self._chunked_ok = chunked_ok  # HTTP/1.1 peer
-        self._head_only = head_only  # HEAD request: headers only
-        self._mode = _NONE
-
-    def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """A complete response; content-length is added here."""
-        if self._proto.closing:
-            self.started = self.finished = True
-            return
-        if self.started:
-            raise RuntimeError("response already started")
-        self.started = self.finished = True
-        write = self._transport.write
-        if status >= 200 and status != 204 and status != 304:
-            head = fixed_head(status, headers, len(body), self.keep_alive)
-            if self._head_only or not body:
-                write(head)
-            elif len(body) <= _SINGLE_WRITE_MAX:
-                write(head + body)
-            else:
-                self._transport.writelines([head, body])
-        else:
-            write(bodyless_head(status, headers, self.keep_alive))
-        self._proto._response_done(self)
-
-    def start(self, status: int, headers: list[tuple[bytes, bytes]], data: bytes = b"") -> None:
-        """Begin a streamed response (chunked; close-delimited for an HTTP/1.0 peer). ``data``, the
-        first piece of the body if it is already known, goes out in the same write as the head."""
-        if self._proto.closing:
-            self.started = True
-            return
-        if self.started:
-            raise RuntimeError("response already started")
-        self.started = True
-        if not (status >= 200 and status != 204 and status != 304):
-            self._mode = _NOBODY
-            head = bodyless_head(status, headers, self.keep_alive)
-        elif self._chunked_ok:
-            self._mode = _NOBODY if self._head_only else _CHUNKED
-            head = chunked_head(status, headers, self.keep_alive)
-        else:
-            self._mode = _NOBODY if self._head_only else _RAW
-            self.keep_alive = False
-            head = close_delimited_head(status, headers)
-        if data:
-            if self._mode == _CHUNKED:
-                head += b"%x\r\n%b\r\n" % (len(data), data)
-            elif self._mode == _RAW:
-                head += data
-        self._transport.write(head)
-
-    async def write(self, data: bytes) -> None:
-        """Write one chunk now; waits first only while the client is not reading (backpressure)."""
-        if not data or self._proto.closing:
-            return
-        mode = self._mode
-        if mode == _NONE:
-            raise RuntimeError("write() outside a started, unfinished streamed response")
-        flow = self._flow
-        if flow.write_paused:
-            await flow.drain()
-            if self._proto.closing or self._mode != mode:
-                return
-        if mode == _CHUNKED:
-            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        elif mode == _RAW:
-            self._transport.write(data)
-
-    def end(self, data: bytes = b"") -> None:
-        """Finish a streamed response; ``data``, a last piece of body, goes out in the same write as the
-        end of the body (without waiting on backpressure: it is one piece, the transport buffers it)."""
-        if self._proto.closing:
-            self.finished = True
-            return
-        mode = self._mode
-        if mode == _NONE:
-            raise RuntimeError("end() without a started, unfinished streamed response")
-        self._mode = _NONE
-        self.finished = True
-        if mode == _CHUNKED:
-            self._transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else LAST_CHUNK)
-        elif mode == _RAW and data:
-            self._transport.write(data)
-        self._proto._response_done(self)
-
-    async def _run(self, handler: Handler, request: Request) -> None:
-        try:
-            await handler(request, self)
-        except asyncio.CancelledError:
-            if not self.finished:  # disconnect (nothing to do) or shutdown: drop the connection
-                self.finished = True
-                self._mode = _NONE
-                self._proto._close()
-            raise
-        except Exception:
-            log.exception("handler failed on %r", request)
-            self._abandon()
-        else:
-            if not self.finished:
-                log.error("handler returned without finishing the response to %r", request)
-                self._abandon()
-
-    def _abandon(self) -> None:
-        """The handler is gone and the response is incomplete: 500 if possible, else close."""
-        if self.finished:
-            return
-        if self._proto.closing:
-            self.started = self.finished = True
-        elif not self.started:
-            self.started = self.finished = True
-            data = _ERROR_500[self.keep_alive]
-            if self._head_only:
-                data = data[: data.index(b"\r\n\r\n") + 4]
-            self._transport.write(data)
-            self._proto._response_done(self)
-        else:
-            self.finished = True
-            self._mode = _NONE
-            self._proto._close()
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -297,6 +148,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._fast and self._fast_head(data):
                 return
         elif state == _BODY:
+            self._deadline = self._loop.time() + self._limits.body_timeout
             self._fast_body(data)
             return
         elif state != _RECV:
@@ -306,6 +158,8 @@ class HttpProtocol(asyncio.Protocol):
         self._conn.receive_data(data)
         self._process()
         if self._state == _RECV:
+            if self._request is not None:  # the head is parsed: the body's own idle timeout
+                self._deadline = self._loop.time() + self._limits.body_timeout
             self._arm()
 
     def eof_received(self) -> None:
@@ -355,6 +209,7 @@ class HttpProtocol(asyncio.Protocol):
         self._chunks = [data[start:]] if start < len(data) else []
         self._need = end - len(data)
         self._state = _BODY
+        self._deadline = self._loop.time() + self._limits.body_timeout
         self._arm()
         return True
 
@@ -513,7 +368,21 @@ class HttpProtocol(asyncio.Protocol):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # close() would wait for a flush a stuck client never allows
+            else:
+                self.transport.close()
+
+    def _abort_stalled(self) -> None:
+        """The client read nothing for write_timeout: drop it (connection_lost cancels the handler)."""
+        log.info("client %s read nothing for %g s; closing the connection",
+                 self.transport.get_extra_info("peername"), self._limits.write_timeout)
+        self._state = _CLOSED
+        self.closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.transport.abort()
 
     def _arm(self) -> None:
         """Make sure the timer fires no later than the current deadline."""
@@ -535,8 +404,10 @@ class HttpProtocol(asyncio.Protocol):
         if self._loop.time() < deadline - 0.001:
             self._arm()
             return
-        if state == _RECV or state == _BODY:  # slow head or body
-            self._reject(408, "Request not received within %g s" % self._limits.header_timeout)
+        if state == _BODY or (state == _RECV and self._request is not None):  # stalled body
+            self._reject(408, "Request body stalled: no bytes for %g s" % self._limits.body_timeout)
+        elif state == _RECV:  # slow head
+            self._reject(408, "Request head not received within %g s" % self._limits.header_timeout)
         else:  # idle keep-alive connection, or the linger period is over
             self._close()
 
