@@ -26,12 +26,13 @@ MAX_BODY = 1024 * 1024  # server.max_body_bytes in the test config (413 tests)
 CONFIG = """\
 server: {{host: 127.0.0.1, port: {port}, max_body_bytes: {max_body}}}
 providers:
-  f_openai: {{type: OpenAI, api_base_url: "http://127.0.0.1:{f}/v1", api_key: sk-up-openai, models: [up-gpt, up-gpt-2], headers: {{X-Provider-Extra: from-config}}}}
-  f_anthropic: {{type: Anthropic, api_base_url: "http://127.0.0.1:{f}/v1", api_key: sk-up-anthropic, models: [up-claude]}}
-  f_gemini: {{type: Gemini, api_base_url: "http://127.0.0.1:{f}/v1beta", api_key: g-up-key, models: [up-gemini]}}
-  f_keyless: {{type: OpenAI, api_base_url: "http://127.0.0.1:{f}/v1", api_key: "${{PLEXUS_TEST_UNSET_KEY:-}}", models: [up-local]}}
+  f_openai: {{type: OpenAI, api_base_url: "{f}/v1", api_key: sk-up-openai, models: [up-gpt, up-gpt-2], headers: {{X-Provider-Extra: from-config}}{tls}}}
+  f_anthropic: {{type: Anthropic, api_base_url: "{f}/v1", api_key: sk-up-anthropic, models: [up-claude]{tls}}}
+  f_gemini: {{type: Gemini, api_base_url: "{f}/v1beta", api_key: g-up-key, models: [up-gemini]{tls}}}
+  f_keyless: {{type: OpenAI, api_base_url: "{f}/v1", api_key: "${{PLEXUS_TEST_UNSET_KEY:-}}", models: [up-local]{tls}}}
   f_dead: {{type: OpenAI, api_base_url: "http://127.0.0.1:{dead}/v1", api_key: x, models: [dead]}}
-  f_slow: {{type: OpenAI, api_base_url: "http://127.0.0.1:{f}/v1", api_key: x, models: [slow], ttfb_timeout: 1}}
+  f_slow: {{type: OpenAI, api_base_url: "{f}/v1", api_key: x, models: [slow], ttfb_timeout: 1{tls}}}
+  f_small: {{type: OpenAI, api_base_url: "{f}/v1", api_key: x, models: [small], max_response_bytes: 4096{tls}}}
 models:
   gpt: {{targets: [{{provider: f_openai, model: up-gpt}}]}}
   two: {{targets: [{{provider: f_openai, model: up-gpt}}, {{provider: f_openai, model: up-gpt-2}}]}}
@@ -40,8 +41,9 @@ models:
   local: {{targets: [{{provider: f_keyless, model: up-local}}]}}
   dead: {{targets: [{{provider: f_dead, model: dead}}]}}
   slow: {{targets: [{{provider: f_slow, model: slow}}]}}
+  small: {{targets: [{{provider: f_small, model: small}}]}}
 """
-ALIASES = ("gpt", "two", "claude", "gem", "local", "dead", "slow")
+ALIASES = ("gpt", "two", "claude", "gem", "local", "dead", "slow", "small")
 
 
 def free_port() -> int:
@@ -76,13 +78,31 @@ _PX_KEY = pytest.StashKey[PlexusProcess]()
 
 
 @pytest.fixture(scope="session")
-def fake():
-    with FakeUpstream() as f:
+def upstream_ca():
+    """A throw-away CA (trustme) and a server context for 127.0.0.1/localhost, ALPN http/1.1."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    server_ctx.set_alpn_protocols(["http/1.1"])
+    return ca, server_ctx
+
+
+# Every end-to-end test runs twice: against a plain-HTTP fake upstream and against an HTTPS one
+# (Plexus trusts the test CA through the providers' ca_file), as real providers are all HTTPS.
+@pytest.fixture(scope="session", params=["http", "https"])
+def fake(request):
+    ctx = request.getfixturevalue("upstream_ca")[1] if request.param == "https" else None
+    with FakeUpstream(ssl_context=ctx) as f:
         yield f
 
 
 @pytest.fixture(scope="session")
-def plexus(fake, tmp_path_factory, pytestconfig):
+def plexus(fake, tmp_path_factory, pytestconfig, request):
     global _PLEXUS
     d = tmp_path_factory.mktemp("plexus")
     # A bound socket that never listens: connecting to it is refused at once (the "dead" provider),
@@ -91,7 +111,13 @@ def plexus(fake, tmp_path_factory, pytestconfig):
     dead.bind(("127.0.0.1", 0))
     port = free_port()
     cfg = d / "plexus.yaml"
-    cfg.write_text(CONFIG.format(port=port, f=fake.port, dead=dead.getsockname()[1], max_body=MAX_BODY))
+    tls = ""
+    if fake.ssl_context is not None:
+        ca_path = d / "upstream-ca.pem"
+        ca_path.write_bytes(request.getfixturevalue("upstream_ca")[0].cert_pem.bytes())
+        tls = f", ca_file: {ca_path}"
+    cfg.write_text(CONFIG.format(port=port, f=fake.base_url, dead=dead.getsockname()[1], max_body=MAX_BODY,
+                                 tls=tls))
     env = {k: v for k, v in os.environ.items()
            if k not in ("PLEXUS_TEST_UNSET_KEY", "PLEXUS_CONFIG", "PLEXUS_PORT")}
     errp = d / "stderr.log"

@@ -19,6 +19,9 @@ The default reply names the model it was asked for (body.model, or {m} in the Ge
 one chunked-encoding chunk each, `delay` between them, optional `hold` gate after `hold_after`
 chunks, optional `cut` = close without the terminating chunk); `hang` (never answer); `close`
 (close right after reading the request). A Reply records how many chunks it actually sent.
+
+With `ssl_context=` it serves HTTPS (the tests make a throw-away CA with `trustme`), and records
+one entry per TLS handshake in `tls_handshakes` (the ALPN protocol the client chose).
 """
 
 from __future__ import annotations
@@ -264,6 +267,9 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.fake._conns.add(self)
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None:  # with TLS this runs once the handshake is done
+            self.fake.tls_handshakes.append(tls.selected_alpn_protocol())
         self.task = asyncio.get_running_loop().create_task(self.serve())
 
     def data_received(self, data):
@@ -401,13 +407,15 @@ class _Conn(asyncio.Protocol):
 class FakeUpstream:
     """Context manager: `with FakeUpstream() as fake: fake.port, fake.script(...), fake.requests`."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", ssl_context=None):
         self.host, self.port = host, 0
+        self.ssl_context = ssl_context  # an ssl.SSLContext: serve HTTPS (base_url says https)
         self._lock = threading.Condition()
         self._script: deque = deque()
         self._requests: list[Recorded] = []
         self._conns: set[_Conn] = set()
         self._conn_count = 0
+        self.tls_handshakes: list[str | None] = []  # the ALPN protocol chosen, one per TLS connection
         self._loop = self._thread = None
 
     def __enter__(self) -> "FakeUpstream":
@@ -416,7 +424,8 @@ class FakeUpstream:
         def run():
             self._loop = loop = asyncio.new_event_loop()
             try:
-                server = loop.run_until_complete(loop.create_server(self._factory, self.host, 0))
+                server = loop.run_until_complete(loop.create_server(self._factory, self.host, 0,
+                                                                          ssl=self.ssl_context))
                 self.port = server.sockets[0].getsockname()[1]
             except BaseException as e:  # reported by __enter__
                 err.append(e)
@@ -453,7 +462,8 @@ class FakeUpstream:
     # ---- scripting and inspection (called from the test thread)
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def connections_opened(self) -> int:

@@ -20,7 +20,7 @@ from fake_upstream import (CLIENT_KEY, DEFAULT_PIECES, DEFAULT_TEXT, Reply, anth
 MSGS = [{"role": "user", "content": "hi"}]
 OPENAI_AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
 ANTHROPIC_AUTH = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
-ALIASES = ("gpt", "two", "claude", "gem", "local", "dead", "slow")  # the test config (conftest.py)
+from conftest import ALIASES  # the test config
 
 
 def assert_client_auth_gone(req):

@@ -7,8 +7,12 @@ upstream header block (auth in the provider type's form, `content-type`, the pro
 
 - upstream auth: OpenAI `authorization: Bearer`, Anthropic `x-api-key`, Gemini
   `x-goog-api-key`; none when the key is empty (keyless local servers). The client's own
-  credentials are never forwarded: only `anthropic-version` (default 2023-06-01) and
-  `anthropic-beta` pass from an Anthropic client to an Anthropic provider.
+  credentials are never forwarded (nor its `?key=`).
+- what crosses from the client to the provider is an explicit list, `FORWARDED_HEADERS` and
+  `FORWARDED_QUERY` below (API.md has the same table; a test holds them equal): to an
+  Anthropic provider `anthropic-version` (default 2023-06-01) and `anthropic-beta`, and the
+  query parameter `beta=true`. Nothing else: `openai-organization`/`openai-project` name the
+  client's own OpenAI account, not the gateway's key (set them in the provider's `headers:`).
 - back to the client: content-type, request ids, retry-after and rate-limit headers;
   never hop-by-hop headers, content-length (re-framed by us), cookies or server names.
 
@@ -23,24 +27,29 @@ from urllib.parse import quote
 
 import orjson
 
+from ..splice import replace_model
 from ..upstream.call import mapped
 
 ANTHROPIC_VERSION = b"2023-06-01"
+# provider type -> client request headers passed on to it (lowercase), and query parameters
+# passed on (name -> allowed values). Everything else the client sends stays here.
+FORWARDED_HEADERS = {"openai": (), "anthropic": (b"anthropic-version", b"anthropic-beta"), "gemini": ()}
+FORWARDED_QUERY = {"openai": {}, "anthropic": {"beta": ("true",)}, "gemini": {}}
 _FORWARD = {b"content-type", b"request-id", b"x-request-id", b"retry-after", b"retry-after-ms",
             b"openai-processing-ms", b"openai-version"}
 _FORWARD_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-", b"x-goog-")
 
 
 class ProviderRuntime:
-    __slots__ = ("provider", "transport", "base_url", "headers", "_target_headers", "_anthropic_base",
-                 "_marks", "map_ttfb", "map_read", "map_stream")
+    __slots__ = ("provider", "transport", "base_url", "headers", "key_bytes", "_target_headers",
+                 "_anthropic_base", "_marks", "map_ttfb", "map_read", "map_stream")
 
     def __init__(self, provider, transport) -> None:
         self.provider = provider
         self.transport = transport
         self.base_url = provider.base_url
         h = [(b"content-type", b"application/json")]
-        key = provider.api_key.encode()
+        key = self.key_bytes = provider.api_key.encode()
         if key:
             if provider.type == "openai":
                 h.append((b"authorization", b"Bearer " + key))
@@ -87,20 +96,21 @@ class ProviderRuntime:
             h.append((b"anthropic-beta", beta))
         return h
 
-    def passthrough(self, dialect: str, body: dict, raw: bytes, model: str, stream: bool,
-                    gem_sse: bool, query: bytes) -> tuple[str, bytes]:
-        """(upstream URL, body) for a same-dialect call: only the model changes."""
+    def passthrough(self, dialect: str, raw: bytes, model: str, stream: bool, gem_sse: bool,
+                    query: dict[str, str]) -> tuple[str, bytes]:
+        """(upstream URL, body) for a same-dialect call: the client's bytes with only the model
+        value replaced (Gemini: the model is in the URL, the body goes as is)."""
         if dialect == "gemini":
             method = "streamGenerateContent" if stream else "generateContent"
             url = f"{self.base_url}/models/{quote(model, safe='-._~')}:{method}"
             return (url + "?alt=sse" if stream and gem_sse else url), raw
-        body["model"] = model
+        out = replace_model(raw, model)
         if dialect == "openai":
-            return self.base_url + "/chat/completions", orjson.dumps(body)
+            return self.base_url + "/chat/completions", out
         url = self.base_url + "/messages"
-        if query:
-            url += "?" + query.decode("latin-1")
-        return url, orjson.dumps(body)
+        if query.get("beta") in FORWARDED_QUERY["anthropic"]["beta"]:
+            url += "?beta=" + query["beta"]
+        return url, out
 
     @staticmethod
     def forward_headers(up, extra) -> list[tuple[bytes, bytes]]:

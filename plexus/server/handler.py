@@ -156,7 +156,7 @@ class Gateway:
         rt = self.runtime[prov.name]
         ctx = None
         if prov.type == dialect:
-            url, out = rt.passthrough(dialect, body, req.body, target.model, stream, gem_sse, req.query)
+            url, out = rt.passthrough(dialect, req.body, target.model, stream, gem_sse, query)
         else:
             ireq = REQUEST[dialect].parse_request(body, model=model if dialect == "gemini" else None,
                                                   stream=stream if dialect == "gemini" else None)
@@ -169,13 +169,21 @@ class Gateway:
         headers = rt.request_headers(req) if prov.type == "anthropic" else rt.headers
         marks = rt.marks(alias.name, target.model)
 
-        up = await open_upstream(rt.transport, prov, url, headers, out, resp.loop, rt.map_ttfb)
+        loop = resp.loop
+        started = loop.time()
+        up = None
         try:
+            up = await open_upstream(rt.transport, prov, url, headers, out, loop, rt.map_ttfb)
             status = up.status_code
             if status >= 300:
+                if status >= 500:
+                    _warn(prov.name, target.model, status, loop.time() - started, f"HTTP {status}")
+                elif log.isEnabledFor(logging.INFO):
+                    log.info("upstream %s/%s answered %d in %.3f s", prov.name, target.model, status,
+                             loop.time() - started)
                 await self._upstream_error(resp, up, rt, dialect, ctx is None, marks)
             elif not stream:
-                data = await read_all(up, prov, None, rt.map_read)
+                data = await read_all(up, prov, prov.max_response_bytes, rt.map_read)
                 if ctx is None:
                     _check_json(data, prov.name)
                     resp.send(status, rt.forward_headers(up, marks), data)
@@ -183,11 +191,19 @@ class Gateway:
                     ires = DECODE[prov.type].parse_response(data)
                     resp.send(200, [_JSON, *marks], ENCODE[dialect].render_response(ires, ctx))
             else:
-                await self._pump(resp, up, rt, dialect, ctx, gem_sse, marks)
+                cut = await self._pump(resp, up, rt, dialect, ctx, gem_sse, marks)
+                if cut is not None:
+                    _warn(prov.name, target.model, status, loop.time() - started, cut)
+        except GatewayError as e:
+            if up is None or up.status_code < 300:  # connect, timeout, read, body cap, bad 2xx body
+                _warn(prov.name, target.model, e.status if up is None else up.status_code,
+                      loop.time() - started, e.message)
+            raise
         finally:
-            await up.aclose()
-            if self._record:
-                self.record(alias.name, rt.provider.name, target.model, up.status_code, stream)
+            if up is not None:
+                await up.aclose()
+                if self._record:
+                    self.record(alias.name, rt.provider.name, target.model, up.status_code, stream)
 
     def record(self, alias: str, provider: str, model: str, upstream_status: int, stream: bool) -> None:
         """The one place a finished upstream call is recorded (usage records and metrics come
@@ -198,6 +214,8 @@ class Gateway:
     async def _upstream_error(self, resp, up, rt, dialect: str, passthrough: bool, marks) -> None:
         prov = rt.provider
         data = await read_all(up, prov, MAX_ERROR_BODY)
+        if rt.key_bytes and rt.key_bytes in data:  # a provider that echoes our key back: never relay it
+            data = data.replace(rt.key_bytes, b"[redacted]")
         status = up.status_code
         if status < 400:
             raise GatewayError(502, f"provider '{prov.name}' answered HTTP {status}", "bad_gateway")
@@ -243,6 +261,7 @@ class Gateway:
         resp.start(200 if ctx is not None else up.status_code, headers, out)
         write = resp.write
         last = b""
+        failure = None
         try:
             if pending is not None:
                 raise pending
@@ -256,12 +275,23 @@ class Gateway:
                                 break
                             await write(out)
             tail = tr.close()
+            if tail:  # the upstream ended before its finish: close() wrote the error event
+                failure = "upstream stream ended early"
         except GatewayError as e:
             tail = tr.fail(e)
+            failure = e.message
         except Exception as e:  # a translator bug must still end the stream properly
             log.exception("stream translation failed")
             tail = tr.fail(GatewayError(502, f"stream translation failed: {type(e).__name__}", "bad_gateway"))
+            failure = "stream translation failed"
         resp.end(last + tail if tail else last)
+        return failure
+
+
+def _warn(provider: str, model: str, status: int, seconds: float, message: str) -> None:
+    """An upstream failure (connect error, timeout, 5xx, cut stream): visible at the default level."""
+    log.warning("upstream failure: provider=%s model=%s status=%d duration=%.3fs: %s",
+                provider, model, status, seconds, message)
 
 
 def _content_type(raw: list[tuple[bytes, bytes]]) -> str:

@@ -77,10 +77,11 @@ class Request:
                 return value
         return None
 
-    def __repr__(self) -> str:
-        return "<Request %s %s (%d headers, %d body bytes)>" % (
+    def __repr__(self) -> str:  # the query may hold a credential (?key=): only its presence shows
+        return "<Request %s %s%s (%d headers, %d body bytes)>" % (
             self.method.decode("latin-1"),
-            self.target.decode("latin-1"),
+            self.path.decode("latin-1"),
+            "?…" if self.query else "",
             len(self.headers),
             len(self.body),
         )
