@@ -87,3 +87,28 @@ def test_hypothesis_bodies(body, model, ascii_only, indent):
     i = out.index(b'"model": "target"')
     old = json.dumps(model, ensure_ascii=ascii_only).encode()
     assert raw == out[:i] + b'"model": ' + old + out[i + len(b'"model": "target"'):]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_large_bodies_with_the_parsed_tree(first):
+    """The shortcut for large bodies (one "model" key in the tree) gives the same bytes."""
+    big = "B" * 200_000
+    body = {"model": "a", "messages": [{"role": "user", "content": big}]} if first else \
+        {"messages": [{"role": "user", "content": big}], "model": "a", "stream": False}
+    raw = json.dumps(body).encode()
+    assert replace_model(raw, "t", json.loads(raw)) == replace_model(raw, "t") == raw.replace(b'"a"', b'"t"')
+    # the middle: neither window holds the key
+    mid = json.dumps({"x": big, "model": "a", "y": big}).encode()
+    assert replace_model(mid, "t", json.loads(mid)) == mid.replace(b'"a"', b'"t"')
+    # an escaped key and a "model" text value near the end
+    esc = b'{"x":"' + big.encode() + b'","mod\\u0065l":"a","z":"model"}'
+    assert json.loads(replace_model(esc, "t", json.loads(esc)))["model"] == "t"
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.dictionaries(_keys, _json, max_size=5), model=st.text(min_size=1, max_size=10))
+def test_hypothesis_large_bodies_agree(body, model):
+    body["model"] = model
+    body["pad"] = "p" * 70_000
+    raw = json.dumps(body).encode()
+    assert replace_model(raw, "target", json.loads(raw)) == replace_model(raw, "target")

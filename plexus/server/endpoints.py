@@ -96,7 +96,7 @@ class ProviderRuntime:
             h.append((b"anthropic-beta", beta))
         return h
 
-    def passthrough(self, dialect: str, raw: bytes, model: str, stream: bool, gem_sse: bool,
+    def passthrough(self, dialect: str, raw: bytes, body: dict, model: str, stream: bool, gem_sse: bool,
                     query: dict[str, str]) -> tuple[str, bytes]:
         """(upstream URL, body) for a same-dialect call: the client's bytes with only the model
         value replaced (Gemini: the model is in the URL, the body goes as is)."""
@@ -104,7 +104,7 @@ class ProviderRuntime:
             method = "streamGenerateContent" if stream else "generateContent"
             url = f"{self.base_url}/models/{quote(model, safe='-._~')}:{method}"
             return (url + "?alt=sse" if stream and gem_sse else url), raw
-        out = replace_model(raw, model)
+        out = replace_model(raw, model, body)
         if dialect == "openai":
             return self.base_url + "/chat/completions", out
         url = self.base_url + "/messages"

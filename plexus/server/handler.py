@@ -156,7 +156,7 @@ class Gateway:
         rt = self.runtime[prov.name]
         ctx = None
         if prov.type == dialect:
-            url, out = rt.passthrough(dialect, req.body, target.model, stream, gem_sse, query)
+            url, out = rt.passthrough(dialect, req.body, body, target.model, stream, gem_sse, query)
         else:
             ireq = REQUEST[dialect].parse_request(body, model=model if dialect == "gemini" else None,
                                                   stream=stream if dialect == "gemini" else None)
