@@ -19,16 +19,26 @@ import logging
 import signal
 import sys
 
+from .config_error import ConfigError
 from .server.handler import Gateway
 from .server.protocol import ServerLimits, start_server
+from .upstream.tls import TLSSetupError, contexts
 from .upstream.transport import PlexusTransport
 
 log = logging.getLogger("plexus")
 
 
 def make_transports(config) -> dict:
+    """One PlexusTransport per provider, with its TLS context (built here, once, shared between
+    providers with the same trust settings) and its proxy. A CA bundle that cannot be loaded
+    raises ConfigError naming the provider's ``ca_file`` key (or SSL_CERT_FILE/SSL_CERT_DIR)."""
+    try:
+        tls = contexts(config.providers.values())
+    except TLSSetupError as e:
+        key = f"providers.{e.provider}" + (".ca_file" if e.source == "ca_file" else "")
+        raise ConfigError(config.path, key, str(e)) from None
     return {name: PlexusTransport(connect_timeout=p.connect_timeout, ttfb_timeout=p.ttfb_timeout,
-                                  read_timeout=p.read_timeout)
+                                  read_timeout=p.read_timeout, ssl_context=tls.get(name), proxy=p.proxy)
             for name, p in config.providers.items()}
 
 
@@ -38,7 +48,8 @@ async def serve(config, host: str, port: int):
     gateway = Gateway(config, transports)
     s = config.server
     limits = ServerLimits(max_body_bytes=s.max_body_bytes, max_header_bytes=s.max_header_bytes,
-                          keepalive_timeout=s.keepalive_timeout, header_timeout=s.header_timeout)
+                          keepalive_timeout=s.keepalive_timeout, header_timeout=s.header_timeout,
+                          body_timeout=s.body_timeout, write_timeout=s.write_timeout)
     server = await start_server(gateway.handle, host, port, limits)
     return server, gateway
 

@@ -212,3 +212,23 @@ def test_encode_head():
             encode_head(b"GET", b"/", b"h", bad, 0)
     with pytest.raises(httpx.LocalProtocolError):
         encode_head(b"GET", b"/ HTTP/1.1\r\nX: y", b"h", [], 0)
+
+
+def test_encode_head_proxy_form_and_extra_lines():
+    head = encode_head(b"POST", b"http://api.example.com:8080/v1/x", b"api.example.com:8080", [], 2,
+                       b"Proxy-Authorization: Basic dTpw\r\n")
+    assert head == (b"POST http://api.example.com:8080/v1/x HTTP/1.1\r\nHost: api.example.com:8080\r\n"
+                    b"Content-Length: 2\r\nProxy-Authorization: Basic dTpw\r\n\r\n")
+    with pytest.raises(httpx.LocalProtocolError):  # a CR/LF smuggled into a header still counts
+        encode_head(b"GET", b"/", b"h", [(b"X", b"a\rb")], 0, b"Proxy-Authorization: x\r\n")
+
+
+def test_content_length_is_declared_before_the_body_arrives():
+    p = ResponseParser()
+    assert p.feed_head(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n") == b""
+    assert p.content_length() == 10
+    p.feed(b"12345")
+    assert p.content_length() == 10
+    p = ResponseParser()
+    p.feed_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert p.content_length() is None

@@ -2,10 +2,10 @@
 
 Theory: every property of the transport can be seen from the server side. The server counts accepted
 connections (keep-alive reuse, the pool's bound), sees the close (cancellation, aclose, errors never
-pool a connection) and decides when each byte goes out (streaming, timeouts, cut bodies, stale
-keep-alive). Each test runs once on each loop through `run`, its own asyncio.Runner, with a hard
-10 s cap so that a regression fails instead of hanging. No assertion depends on speed. The only
-durations are timeouts, set well apart from the delays around them.
+pool a connection) and decides when each byte goes out (streaming, timeouts, cut bodies, a request
+that must not be sent twice). Each test runs once on each loop through `run`, its own
+asyncio.Runner, with a hard 10 s cap so that a regression fails instead of hanging. No assertion
+depends on speed. The only durations are timeouts, set well apart from the delays around them.
 """
 
 from __future__ import annotations
@@ -183,17 +183,21 @@ def test_streaming_first_chunk_before_second_is_sent(run):
     run(main)
 
 
-def test_stale_keep_alive_is_retried_once(run):
+def test_request_is_never_sent_twice(run):
     async def main():
+        seen = []
+
         async def one_per_conn(reader, writer):  # answers once, then drops the next request unanswered
-            await read_request(reader)
+            seen.append(await read_request(reader))
             writer.write(reply())
-            await read_request(reader)
+            if (req := await read_request(reader)) is not None:
+                seen.append(req)
         async with Upstream(one_per_conn) as up:
             t = PlexusTransport()
-            for _ in range(3):
-                assert (await fetch(t, up.url()))[1] == b"ok"
-            assert up.accepted == 3  # each reuse met a closed socket and went to a fresh one
+            assert (await fetch(t, up.url()))[1] == b"ok"
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                await fetch(t, up.url())  # it reached the server: an error, not a second call
+            assert up.accepted == 1 and len(seen) == 2
             await t.aclose()
 
         async def close_when_idle(reader, writer):  # closes right after answering (noticed while idle)
@@ -460,15 +464,15 @@ def test_tls(run, tmp_path):
 def test_watchdog_expires_only_what_is_due(run):
     async def main():
         loop = asyncio.get_running_loop()
-        wd = tmod._Watchdog(loop)
-        conns = [tmod._Conn(("k",), loop, set(), wd) for _ in range(3)]
+        wd = tmod.Watchdog(loop)
+        conns = [tmod.Conn(("k",), loop, set(), wd) for _ in range(3)]
         tasks = [asyncio.create_task(c.read(loop.time() + d)) for c, d in zip(conns, (0.05, 5, 0.1))]
         await asyncio.sleep(0.2)
         assert [t.done() for t in tasks] == [True, False, True]
         conns[1].data_received(b"late")
         assert await tasks[1] == b"late" and not wd.waiting
         for task in (tasks[0], tasks[2]):
-            with pytest.raises(tmod._Timeout):
+            with pytest.raises(tmod.TimedOut):
                 await task
         wd.cancel()
     run(main)

@@ -2,7 +2,8 @@
 
 `open_upstream()` sends a request and returns the response once its head arrived: a
 `transport.RawResponse` (`status_code`, `raw_headers`, async iteration over raw body chunks,
-`ready_chunk()`, `at_end()`, `complete_body()`, `aclose()`). A PlexusTransport is called through its `open()` (no httpx objects per request);
+`ready_chunk()`, `at_end()`, `complete_body()`, `declared_length()`, `aclose()`). A PlexusTransport
+is called through its `open()` (no httpx objects per request);
 any other httpx transport (tests, the benchmark) through `pool.open_stream`, its httpx.Response
 wrapped in `_HttpxResponse`, which has the same members. The caller reads the body chunk by
 chunk inside `mapped(...)` (or whole with `read_all`) and must `await aclose()`.
@@ -10,10 +11,16 @@ chunk inside `mapped(...)` (or whole with `read_all`) and must `await aclose()`.
 Every httpx exception is mapped to a GatewayError at this boundary, by one context manager
 (`mapped`), in the httpcore `map_exceptions` style:
 
-- cannot connect (refused, DNS, TLS)       → 502
-- no response headers within ttfb_timeout   → 504
-- no body bytes within read_timeout         → 504
-- malformed answer, connection cut          → 502
+- cannot connect (refused, DNS, TLS, proxy) → 502 (a proxy is named by host:port, never credentials)
+- no response headers within ttfb_timeout    → 504
+- no body bytes within read_timeout          → 504
+- malformed answer, connection cut           → 502
+
+`read_all` reads a whole body, at most `limit` bytes (default `provider.max_response_bytes`, the
+non-stream cap). Over it: GatewayError 502 "provider 'X' sent a response larger than N bytes", the
+connection aborted (never pooled), at most the limit plus one socket chunk ever buffered; a
+Content-Length over the limit fails before any body byte is read. `truncate=True` returns the
+first ~limit bytes instead (error bodies, relayed even when huge).
 
 `mapped` is a plain class (not @contextmanager: no generator per use), and holds no state
 between uses, so a caller may build one per provider and phase once and reuse it.
@@ -45,14 +52,14 @@ class mapped:  # noqa: N801 - used like a function: `with mapped(...)`
         provider = self.provider
         if isinstance(e, httpx.TimeoutException):
             if isinstance(e, httpx.ConnectTimeout):
-                raise GatewayError(502, f"could not connect to provider '{provider}': connect timeout",
+                raise GatewayError(502, f"could not connect to provider '{provider}': {str(e) or 'connect timeout'}",
                                    "bad_gateway") from None
             secs = f" within {self.timeout:g} s" if self.timeout else ""
             raise GatewayError(504, f"provider '{provider}' did not {self.phase}{secs}", "timeout") from None
-        if isinstance(e, httpx.ConnectError):
-            raise GatewayError(502, f"could not connect to provider '{provider}': {e or type(e).__name__}",
+        if isinstance(e, (httpx.ConnectError, httpx.ProxyError)):
+            raise GatewayError(502, f"could not connect to provider '{provider}': {str(e) or type(e).__name__}",
                                "bad_gateway") from None
-        raise GatewayError(502, f"provider '{provider}' connection failed: {e or type(e).__name__}",
+        raise GatewayError(502, f"provider '{provider}' connection failed: {str(e) or type(e).__name__}",
                            "bad_gateway") from None
 
 
@@ -71,6 +78,10 @@ class _HttpxResponse:
 
     def complete_body(self) -> None:
         return None
+
+    def declared_length(self) -> int | None:
+        value = self._r.headers.get("content-length")
+        return int(value) if value is not None and value.isdigit() else None
 
     def ready_chunk(self) -> bytes:
         return b""
@@ -92,9 +103,25 @@ async def open_upstream(transport, provider, url: str, headers: list[tuple[bytes
                                                 ttfb=provider.ttfb_timeout))
 
 
-async def read_all(resp, provider, limit: int | None = None, read_map: mapped | None = None) -> bytes:
+def _too_large(provider, limit: int) -> GatewayError:
+    return GatewayError(502, f"provider '{provider.name}' sent a response larger than {limit} bytes", "bad_gateway")
+
+
+async def read_all(resp, provider, limit: int | None = None, read_map: mapped | None = None, *,
+                   truncate: bool = False) -> bytes:
+    """The whole body, at most `limit` bytes (None: provider.max_response_bytes). Over it: a 502
+    "larger than" and the connection aborted; with truncate=True the first ~limit bytes instead."""
+    if limit is None:
+        limit = provider.max_response_bytes
+    if not truncate:
+        declared = resp.declared_length()
+        if declared is not None and declared > limit:
+            await resp.aclose()
+            raise _too_large(provider, limit)
     data = resp.complete_body()
     if data is not None:  # the whole body came with the head: no await, no iteration
+        if len(data) > limit and not truncate:
+            raise _too_large(provider, limit)
         return data
     parts = []
     size = 0
@@ -102,6 +129,9 @@ async def read_all(resp, provider, limit: int | None = None, read_map: mapped | 
         async for chunk in resp:
             parts.append(chunk)
             size += len(chunk)
-            if limit is not None and size > limit:
+            if size > limit:
+                if not truncate:
+                    await resp.aclose()  # abort: the rest is never read, the connection never pooled
+                    raise _too_large(provider, limit)
                 break
     return b"".join(parts)

@@ -63,8 +63,12 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid HTTP/1.x response (-> httpx.RemoteProtocolError)."""
 
 
-def encode_head(method: bytes, target: bytes, host: bytes, headers, body_len: int) -> bytes:
-    """Request head. The caller's framing headers are dropped; we send Content-Length for the bytes body."""
+def encode_head(method: bytes, target: bytes, host: bytes, headers, body_len: int, extra: bytes = b"") -> bytes:
+    """Request head. The caller's framing headers are dropped; we send Content-Length for the bytes body.
+
+    ``extra``: ready header lines ("Name: value\\r\\n" each) appended as they are (a proxy's
+    Proxy-Authorization, built once per transport).
+    """
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     lines = 2  # request line + final blank line
     has_host = False
@@ -84,6 +88,9 @@ def encode_head(method: bytes, target: bytes, host: bytes, headers, body_len: in
     if body_len or method in _BODY_METHODS:
         parts += (b"Content-Length: ", b"%d" % body_len, b"\r\n")
         lines += 1
+    if extra:
+        parts.append(extra)
+        lines += extra.count(b"\n")
     parts.append(b"\r\n")
     head = b"".join(parts)
     # A CR or LF inside a method, target, name or value would smuggle a header or a request.
@@ -228,6 +235,10 @@ class ResponseParser:
         else:
             self.mode, close = _EOF, True
         self.keep_alive = not close
+
+    def content_length(self) -> int | None:
+        """The body's declared length (Content-Length framing), else None (chunked, until close, none)."""
+        return self.received + self.need if self.mode == _LENGTH else None
 
     # -- body ------------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> bytes:

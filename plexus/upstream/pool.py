@@ -2,14 +2,16 @@
 
 Theory
 ------
-* ``IdlePool`` is bookkeeping only. It maps ``(scheme, host, port)`` to a deque used as a stack: ``push``
-  on release, ``pop`` on acquire, both O(1). The top of the stack is the warmest connection, and the
-  bottom holds the oldest, which the sweep trims. Liveness comes from flags that the connection's
-  protocol callbacks set (``closed``) and from bytes that arrived unasked while it was idle
-  (``chunks``). Nothing polls a socket, and no request scans the pool. A connection idle longer than
-  ``idle_ttl`` is dropped when ``pop`` meets it, and so is everything below it, which is older.
-  ``sweep`` (from the transport's ``call_later``, not per request) trims the rest so idle sockets
-  don't linger. The only I/O it does is ``conn.close()``, a synchronous call that doesn't block.
+* ``IdlePool`` is bookkeeping only. It maps a pool key (``(scheme, host, port)``, plus the proxy's
+  host:port when the transport sends through one) to a deque used as a stack: ``push`` on release,
+  ``pop`` on acquire, both O(1). The top of the stack is the warmest connection, and the bottom
+  holds the oldest, which the sweep trims. ``pop`` skips what its flags already show dead: closed
+  by a protocol callback (``closed``), or holding bytes that arrived unasked while it was idle
+  (``chunks``). No request scans the pool; the one socket probe is the transport's, on the single
+  connection ``pop`` returned (``conn.Conn.dead``). A connection idle longer than ``idle_ttl`` is
+  dropped when ``pop`` meets it, and so is everything below it, which is older. ``sweep`` (from the
+  transport's ``call_later``, not per request) trims the rest so idle sockets don't linger. The
+  only I/O it does is ``conn.close()``, a synchronous call that doesn't block.
 * ``make_client`` gives one long-lived ``httpx.AsyncClient`` per provider on the shared transport, with
   no client timeouts (``timeout=None`` puts ``None`` into every slot, and the transport reads ``None``
   as "use my own defaults"). It has no env proxies and a cookie jar that stores nothing, so cookies

@@ -7,202 +7,45 @@ Theory
   Response (together ~30 us per request here) and returns the ``RawResponse`` itself: status, the
   raw header list as parsed, and the body as an async iterator of raw chunks. URLs are parsed once
   per distinct string.
-* ``_Conn`` is one TCP/TLS connection, an ``asyncio.Protocol``. Its callbacks only *record*:
-  ``data_received`` appends the raw chunk to a deque and wakes the one waiter, and
-  ``eof_received``/``connection_lost`` set ``closed``. All parsing (``h1.ResponseParser``, sans-IO)
-  runs in the consumer's task, one socket chunk at a time. So the body stream yields exactly what
-  each read delivered, with no coalescing buffer of our own. The deque is the only place where bytes
-  wait, and its byte count is the consumer's lag: above HIGH_WATER we call ``pause_reading()``, and
-  once the consumer has pulled the count under LOW_WATER we call ``resume_reading()``.
-* Ownership: a connection is either idle in the pool (``pool.IdlePool``, a stack per origin, with
-  liveness read from the flags above, so there is no polling and no scan) or owned by exactly one
-  exchange. It goes back only when the response ended cleanly on a keep-alive connection with
-  nothing unread. Every other exit (error, timeout, ``aclose`` before the end, cancellation at any
-  await, garbage collection of an unfinished stream) aborts it.
-* Stale keep-alive: a *reused* connection that closes or resets before any response byte arrives
-  is retried once on a fresh connection. This is the race with a server that closes an idle
-  connection. RFC 9112 section 9.3.1 restricts automatic retries of non-idempotent requests; we
-  accept that because the retry happens only when not one response byte arrived.
-* Timeouts: connect (create_connection + TLS); ttfb, a deadline for the whole response head; read,
-  the longest silence between body reads. A read that has to wait registers its deadline with the
-  loop's ``_Watchdog``, so there is one shared timer and no timer per read.
+* ``conn.Conn`` is one TCP/TLS connection, an ``asyncio.Protocol`` whose callbacks only record. All
+  parsing (``h1.ResponseParser``, sans-IO) runs in the consumer's task, one socket chunk at a time,
+  so the body stream yields exactly what each read delivered (see conn.py for backpressure).
+* Ownership: a connection is either idle in the pool (``pool.IdlePool``, a stack per pool key) or
+  owned by exactly one exchange. It goes back only when the response ended cleanly on a keep-alive
+  connection with nothing unread. Every other exit (error, timeout, ``aclose`` before the end,
+  cancellation at any await, garbage collection of an unfinished stream) aborts it.
+* A request is sent at most once. It may go out on another connection only when it provably never
+  reached the provider: the pooled connection picked for it was already dead. ``Conn.dead()``
+  checks that right before the write (the ``closed`` flag, ``transport.is_closing()``, one
+  zero-timeout ``poll()`` of the socket: a single syscall, only on reused connections). An idle
+  connection that is readable holds the peer's FIN or reset (not yet processed by the loop) or
+  bytes nobody asked for; either way it is dead: abort it and pick the next. A first
+  ``transport.write`` that raises means the same. Once the request is written, a connection lost
+  before or during the response head is an error (RemoteProtocolError/ReadError, so a 502), never
+  a silent second call: the provider may have run (and billed) it already. RFC 9110 section 9.2.2
+  allows automatic retries of idempotent requests only, and ours are POSTs.
+* TLS contexts come from ``tls.py``, built once at startup and passed in. A transport may send
+  through one HTTP proxy (``tunnel.py``): a CONNECT tunnel for https, absolute-form for http. The
+  proxy is part of the pool key, so direct and proxied connections never mix.
+* Timeouts: connect (proxy, CONNECT and TLS included); ttfb, a deadline for the whole response
+  head; read, the longest silence between body reads; all on one shared timer (``conn.Watchdog``).
 * Errors: codec errors, OSError and timeouts become httpx's own exceptions in ``_to_httpx``, the one
-  boundary.
+  boundary. Connect and proxy errors name the proxy by ``display`` only, never its credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import socket
 import ssl
-from collections import deque
 
 import httpx
 
+from plexus.upstream import tls as _tls
+from plexus.upstream.conn import HIGH_WATER, LOW_WATER, Conn, TimedOut, Watchdog  # noqa: F401 (re-exported)
 from plexus.upstream.h1 import ProtocolError, ResponseParser, encode_head
 from plexus.upstream.pool import IdlePool
-
-HIGH_WATER = 256 * 1024  # unconsumed socket bytes above which we pause reading
-LOW_WATER = 64 * 1024  # ... and below which we resume
-
-
-class _Timeout(Exception):
-    """An awaited read did not complete in time (-> httpx.ReadTimeout)."""
-
-
-class _Stale(Exception):
-    """A reused connection died before any response byte arrived: retry on a fresh one."""
-
-
-class _Watchdog:
-    """Timeouts for every pending read on one loop, using one timer.
-
-    A call_later per read costs ~10 us on uvloop (a libuv timer handle is created, started, stopped
-    and closed). Instead, a waiting read records its deadline here with a set add/discard, which is
-    O(1). One timer is armed for the earliest deadline. When it fires, it expires the overdue reads
-    and re-arms for the next deadline. With uniform timeouts it fires about once per timeout period,
-    not once per request.
-    """
-
-    __slots__ = ("loop", "waiting", "handle", "at")
-
-    def __init__(self, loop) -> None:
-        self.loop = loop
-        self.waiting: set[_Conn] = set()
-        self.handle: asyncio.TimerHandle | None = None
-        self.at = 0.0
-
-    def add(self, conn: _Conn) -> None:
-        self.waiting.add(conn)
-        if self.handle is None or conn.deadline < self.at:
-            if self.handle is not None:
-                self.handle.cancel()
-            self.at = conn.deadline
-            self.handle = self.loop.call_at(self.at, self._fire)
-
-    def _fire(self) -> None:
-        self.handle = None
-        now = self.loop.time()
-        nxt = None
-        for conn in list(self.waiting):
-            if conn.deadline <= now:
-                self.waiting.discard(conn)
-                w = conn.waiter
-                if w is not None and not w.done():
-                    w.set_result(False)
-            elif nxt is None or conn.deadline < nxt:
-                nxt = conn.deadline
-        if nxt is not None:
-            self.at = nxt
-            self.handle = self.loop.call_at(nxt, self._fire)
-
-    def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-
-
-class _Conn(asyncio.Protocol):
-    """One upstream connection. The callbacks record. ``read()`` is the single consumer."""
-
-    __slots__ = ("key", "loop", "registry", "watchdog", "transport", "chunks", "buffered", "paused",
-                 "waiter", "deadline", "closed", "exc", "got", "idle_since")
-
-    def __init__(self, key, loop, registry: set, watchdog: _Watchdog) -> None:
-        self.key, self.loop, self.registry, self.watchdog = key, loop, registry, watchdog
-        self.deadline = 0.0  # loop time at which the pending read times out
-        self.transport = None
-        self.chunks: deque[bytes] = deque()  # raw socket chunks not yet consumed, oldest first
-        self.buffered = 0  # their total size
-        self.paused = False
-        self.waiter: asyncio.Future | None = None
-        self.closed = False  # EOF, connection lost or aborted: never reuse
-        self.exc: BaseException | None = None
-        self.got = False  # any byte received since the current request was written
-        self.idle_since = 0.0
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
-        self.registry.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.got = True
-        self.chunks.append(data)
-        self.buffered += len(data)
-        if self.buffered > HIGH_WATER and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> None:
-        self.closed = True
-        self._wake()  # returning None lets the transport close itself
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        if exc is not None and self.exc is None:
-            self.exc = exc
-        self.registry.discard(self)
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(True)
-
-    def pop(self) -> bytes:
-        data = self.chunks.popleft()
-        self.buffered -= len(data)
-        if self.paused and self.buffered < LOW_WATER:
-            self.paused = False
-            if not self.closed:
-                self.transport.resume_reading()
-        return data
-
-    async def read(self, until: float | None) -> bytes:
-        """The next raw chunk; b"" at EOF; raises the socket error, or _Timeout if none by loop time `until`."""
-        while not self.chunks:
-            if self.closed:
-                if self.exc is not None:
-                    raise self.exc
-                return b""
-            w = self.waiter = self.loop.create_future()
-            if until is None:
-                await w
-                continue
-            if until <= self.loop.time():
-                raise _Timeout()
-            self.deadline = until
-            watchdog = self.watchdog
-            watchdog.add(self)
-            try:
-                ok = await w
-            finally:
-                watchdog.waiting.discard(self)
-            if not ok:
-                raise _Timeout()
-        return self.pop()
-
-    def abort(self) -> None:
-        self.closed = True
-        self.registry.discard(self)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def close(self) -> None:  # graceful: idle expiry, end of a close-delimited body
-        self.closed = True
-        self.registry.discard(self)
-        if self.transport is not None:
-            self.transport.close()
+from plexus.upstream.tunnel import Route, open_connection
 
 
 def _to_httpx(exc: Exception, request: httpx.Request) -> Exception:
@@ -211,7 +54,7 @@ def _to_httpx(exc: Exception, request: httpx.Request) -> Exception:
         return exc
     if isinstance(exc, ProtocolError):
         return httpx.RemoteProtocolError(str(exc), request=request)
-    if isinstance(exc, _Timeout):
+    if isinstance(exc, TimedOut):
         return httpx.ReadTimeout("timed out waiting for the upstream response", request=request)
     if isinstance(exc, OSError):
         return httpx.ReadError(str(exc) or type(exc).__name__, request=request)
@@ -248,6 +91,10 @@ class RawResponse(httpx.AsyncByteStream):
     def at_end(self) -> bool:
         """True once the body has been read to its end (iterating further only stops)."""
         return self._conn is None and not self._first
+
+    def declared_length(self) -> int | None:
+        """The body size the head announced (Content-Length), or None."""
+        return self._parser.content_length()
 
     def complete_body(self) -> bytes | None:
         """The whole body if it already arrived with the head (consumes it), else None."""
@@ -330,22 +177,27 @@ def _seconds(value) -> float | None:
 
 
 class PlexusTransport(httpx.AsyncBaseTransport):
-    """httpx transport: HTTP/1.1 over asyncio, O(1) idle pool per (scheme, host, port)."""
+    """httpx transport: HTTP/1.1 over asyncio, O(1) idle pool per (scheme, host, port[, proxy]).
+
+    ``ssl_context``: for https (``tls.client_context``, built at startup; its ALPN is set to
+    http/1.1 here). ``proxy``: a ``plexus.proxies.Proxy`` every connection goes through, or None.
+    """
 
     def __init__(self, *, connect_timeout: float = 10.0, ttfb_timeout: float = 300.0,
                  read_timeout: float = 300.0, max_idle_per_host: int = 64, idle_ttl: float = 60.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, proxy=None) -> None:
         self._connect_timeout = _seconds(connect_timeout)
         self._ttfb_timeout = _seconds(ttfb_timeout)
         self._read_timeout = _seconds(read_timeout)
         self._pool = IdlePool(max_idle_per_host, idle_ttl)
         self._sweep_every = max(idle_ttl / 2, 0.01)
         self._sweeper: asyncio.TimerHandle | None = None
-        self._conns: set[_Conn] = set()  # every open connection, idle or busy (for aclose)
-        self._watchdog: _Watchdog | None = None
+        self._conns: set[Conn] = set()  # every open connection, idle or busy (for aclose)
+        self._watchdog: Watchdog | None = None
         if ssl_context is not None:
-            ssl_context.set_alpn_protocols(["http/1.1"])
+            ssl_context.set_alpn_protocols(_tls.ALPN)
         self._ssl = ssl_context
+        self._route = None if proxy is None else Route(proxy)
         self._closed = False
 
     async def open(self, method: bytes, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
@@ -398,50 +250,69 @@ class PlexusTransport(httpx.AsyncBaseTransport):
 
     async def _send(self, loop, key, netloc: bytes, path: bytes, method: bytes, headers, body: bytes, ttfb,
                     connect_t, read_t, request) -> RawResponse:
-        head = encode_head(method, path, netloc, headers, len(body))
+        route = self._route
+        if route is None:
+            head = encode_head(method, path, netloc, headers, len(body))
+        else:
+            key = key + route.tag
+            if key[0] == b"http":  # to the proxy in absolute-form, with its credentials
+                head = encode_head(method, b"http://" + netloc + path, netloc, headers, len(body), route.auth_line)
+            else:  # inside the CONNECT tunnel: exactly what goes to the origin directly
+                head = encode_head(method, path, netloc, headers, len(body))
         if body and len(body) < 16384:
             head, body = head + body, b""
         is_head = method == b"HEAD"
-        conn = self._pool.pop(key, loop.time())
-        if conn is not None and conn.loop is not loop:  # created on another event loop: unusable here
-            conn.abort()
-            conn = None
-        if conn is not None:
-            try:
-                return await self._exchange(conn, True, head, body, is_head, ttfb, read_t, request)
-            except _Stale:
-                pass
+        pool = self._pool
+        while (conn := pool.pop(key, loop.time())) is not None:
+            # The request may go out on another connection only while not one byte of it has been sent.
+            if conn.loop is loop and not conn.dead():
+                try:
+                    conn.transport.write(head)
+                except Exception:  # a closed handle: nothing was sent
+                    conn.abort()
+                    continue
+                return await self._exchange(conn, body, is_head, ttfb, read_t, request)
+            conn.abort()  # dead, or made on another event loop: unusable here
         conn = await self._connect(key, connect_t, request, loop)
-        return await self._exchange(conn, False, head, body, is_head, ttfb, read_t, request)
+        try:
+            conn.transport.write(head)
+        except Exception as exc:
+            conn.abort()
+            raise _to_httpx(exc, request) from exc
+        return await self._exchange(conn, body, is_head, ttfb, read_t, request)
 
-    async def _connect(self, key, timeout, request, loop) -> _Conn:
-        scheme, host, port = key
+    async def _connect(self, key, timeout, request, loop) -> Conn:
+        scheme, host, port = key[0], key[1], key[2]
         watchdog = self._watchdog
         if watchdog is None or watchdog.loop is not loop:
-            watchdog = self._watchdog = _Watchdog(loop)
-        conn = _Conn(key, loop, self._conns, watchdog)
+            watchdog = self._watchdog = Watchdog(loop)
+        conn = Conn(key, loop, self._conns, watchdog)
         tls = self._ssl_context() if scheme == b"https" else None
         hostname = host.decode("ascii")
+        route = self._route
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(lambda: conn, hostname, port, ssl=tls,
-                                             server_hostname=hostname if tls else None)
+                if route is None:
+                    await loop.create_connection(lambda: conn, hostname, port, ssl=tls,
+                                                 server_hostname=hostname if tls else None)
+                else:
+                    await open_connection(loop, conn, route, hostname, port, tls, request)
         except BaseException as exc:
             conn.abort()
             if isinstance(exc, TimeoutError):
-                raise httpx.ConnectTimeout(f"connect to {hostname}:{port} timed out", request=request) from exc
+                via = "" if route is None else f" through proxy {route.proxy.display}"
+                raise httpx.ConnectTimeout(f"connect to {hostname}:{port}{via} timed out", request=request) from exc
             if isinstance(exc, OSError):  # refused, DNS (gaierror), TLS (SSLError)
                 raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
             raise
         return conn
 
-    async def _exchange(self, conn: _Conn, reused: bool, head: bytes, body: bytes, is_head: bool,
-                        ttfb, read_t, request) -> RawResponse:
+    async def _exchange(self, conn: Conn, body: bytes, is_head: bool, ttfb, read_t, request) -> RawResponse:
+        """The head is written: send the rest of the body, read the response head. Never retried."""
         loop = conn.loop
         parser = ResponseParser(is_head)
         conn.got = False
         try:
-            conn.transport.write(head)
             if body:
                 conn.transport.write(body)
             deadline = None if ttfb is None else loop.time() + ttfb
@@ -451,8 +322,6 @@ class PlexusTransport(httpx.AsyncBaseTransport):
                 else:
                     data = await conn.read(deadline)
                 if not data:
-                    if reused and not conn.got:
-                        raise _Stale()
                     parser.feed_eof()  # raises: no complete head
                 rest = parser.feed_head(data)
                 if rest is not None:
@@ -460,9 +329,7 @@ class PlexusTransport(httpx.AsyncBaseTransport):
             first = parser.feed(rest) if rest else b""
         except BaseException as exc:
             conn.abort()
-            if reused and not conn.got and isinstance(exc, (OSError, RuntimeError)):
-                raise _Stale() from exc  # reset / write on a dead socket
-            if isinstance(exc, Exception) and not isinstance(exc, _Stale):
+            if isinstance(exc, Exception):
                 raise _to_httpx(exc, request) from exc
             raise
         if parser.done:
@@ -470,7 +337,7 @@ class PlexusTransport(httpx.AsyncBaseTransport):
             conn = None
         return RawResponse(self, conn, parser, first, read_t, request)
 
-    def _finish(self, conn: _Conn, parser: ResponseParser) -> None:
+    def _finish(self, conn: Conn, parser: ResponseParser) -> None:
         """End of one response: back to the pool if clean and keep-alive, else close."""
         if (parser.keep_alive and not parser.extra and not conn.chunks and not conn.closed
                 and not self._closed and self._pool.push(conn, conn.loop.time())):
@@ -485,9 +352,8 @@ class PlexusTransport(httpx.AsyncBaseTransport):
             self._sweeper = loop.call_later(self._sweep_every, self._sweep, loop)
 
     def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:  # built on first https use: loading the CA bundle costs ~20 ms
-            self._ssl = httpx.create_ssl_context()
-            self._ssl.set_alpn_protocols(["http/1.1"])
+        if self._ssl is None:  # no context given (tests, scripts): the default trust, built once
+            self._ssl = _tls.client_context()
         return self._ssl
 
     async def aclose(self) -> None:
