@@ -17,7 +17,8 @@ follow (the encoders rely on it):
       | block_end() | usage(u) )*
     finish(stop_reason, stop_sequence)               at most once
     usage(u)*                                        final usage may follow finish
-    end()                                            the upstream's terminal event was seen
+    end()                                            the upstream's terminal event was seen,
+                                                     or its body ended after the finish
   or error(err)                                      anywhere after start; nothing follows it
 
 - text/thinking deltas go to the open block of that kind, opening one if the open block is of
@@ -131,6 +132,9 @@ class Request:
     stop: list[str] = field(default_factory=list)
     user: str | None = None
     n: int | None = None
+    seed: int | None = None               # OpenAI seed ⇄ Gemini generationConfig.seed (Anthropic: none)
+    presence_penalty: float | None = None   # ⇄ generationConfig.presencePenalty (Anthropic: none)
+    frequency_penalty: float | None = None  # ⇄ generationConfig.frequencyPenalty (Anthropic: none)
     response_format: dict | None = None   # {"type":"json_object"} | {"type":"json_schema","name","schema","strict"}
     reasoning_effort: str | None = None   # "none" | "minimal" | "low" | "medium" | "high" | "xhigh"
     thinking_budget: int | None = None    # tokens, when the source gave a budget

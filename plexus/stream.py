@@ -4,21 +4,40 @@ Both kinds have the same three methods, so the handler's pump does not care whic
 
     feed(chunk: bytes) -> bytes    bytes to write to the client now (b"" if none yet)
     close() -> bytes               the upstream body ended: the final bytes; if the upstream
-                                   never sent its terminal event, the caller dialect's error
-                                   event (a cut stream never looks like a clean finish)
+                                   had not finished (below), the caller dialect's error event
+                                   (a cut stream never looks like a clean finish)
     fail(err) -> bytes             the upstream read failed (timeout, reset): the error event,
-                                   unless the stream already ended
+                                   unless the stream had already finished or ended
+
+When a stream is over, the same rules for relay and translation, every dialect:
+- finished: the dialect's finish was sent, a non-null `"finish_reason"` (OpenAI),
+  `"stop_reason"` (Anthropic message_delta) or `"finishReason"` (Gemini). What may follow
+  (the usage chunk, `[DONE]`, message_stop) may also be missing: vLLM, llama.cpp, Ollama and
+  OpenRouter end OpenAI streams without `[DONE]`. A body ending after the finish is clean.
+- ended: `data: [DONE]` (OpenAI), `event: message_stop` (Anthropic), or the upstream's own error
+  event, relayed as is: `data: {"error"…` (OpenAI, Gemini), `event: error` (Anthropic). The
+  space after the colon is optional (SSE allows `data:[DONE]`); lines end in LF, CRLF or CR.
+- cut: anything else: the client gets the dialect's error event.
 
 `Passthrough` (client dialect == provider type) returns every chunk untouched, the same object
-(no copy, no parse), and only watches for the dialect's terminal marker. The markers are
-matched at a line start, so text that merely mentions them inside a JSON string (where a
-newline is always escaped) cannot fool it; a marker split across chunks is found by keeping
-the last few bytes of the previous chunk (`_tail`). Each dialect has exactly two markers,
-searched with `bytes.find` (`bytes in bytes` is slower in CPython 3.11).
+(no copy, no parse), and applies those rules to the bytes: the finish counts once the line that
+carries it has ended (a body cut inside that line is a cut). Line markers count only at a line
+start (after LF, CRLF or a lone CR, or the stream start) and keys only with their quotes, so
+text that merely mentions them inside a JSON string (where a newline and a quote are always
+escaped) cannot fool it; a marker split across chunks is found by keeping the last `_KEEP`
+bytes of the previous chunk (`_tail`). Per chunk the cost is a `bytes.find` per marker (a
+second one for the finish key when it is there: OpenAI sends `"finish_reason":null` in every
+chunk; OpenAI's usual one-event chunk takes a shorter path); `bytes in bytes` is slower in
+CPython 3.11. The error event of a cut follows a line end or blank line when the upstream
+stopped inside an event, so that it parses on its own. The Gemini JSON-array body (no
+alt=sse) is relayed by gemini.framing.ArrayRelay instead, which forwards complete array
+elements only, so the client body always stays valid JSON.
 
 `Translator` composes the source dialect's StreamDecoder with the client dialect's
 StreamEncoder through the IR Sink (plexus/ir.py). Output does not depend on how the input
-is split.
+is split. close() and fail(err) both end the decoder (`dec.close(err)`), which flushes a last
+event and ends cleanly if the upstream's finish was seen, else with the error (the cut, or
+`err`): only a stream cut before its finish is an error, however it was cut.
 """
 
 from __future__ import annotations
@@ -26,53 +45,143 @@ from __future__ import annotations
 from . import ir
 from .dialects.anthropic import decode as _ad, encode as _ae, request as _ar
 from .dialects.gemini import decode as _gd, encode as _ge, request as _gr
+from .dialects.gemini.framing import ArrayRelay
 from .dialects.openai import decode as _od, encode as _oe, request as _or
-from .errors import GatewayError, error_object, stream_cut, stream_error_event
+from .errors import GatewayError, stream_cut, stream_error_event
+from .sse import MAX_EVENT_BYTES
 
-import orjson
-
-# A line-start marker per dialect that proves the upstream finished the stream (or ended it
-# with an error event of its own, which is relayed as is).
-_TERMINALS = {
-    "openai": (b"\ndata: [DONE]", b'\ndata: {"error"'),
-    "anthropic": (b"\nevent: message_stop", b"\nevent: error"),
-    "gemini": (b'"finishReason"', b'data: {"error"'),
+# Per dialect: the two line markers that end the stream ((value, field): `field` + one optional
+# space + `value` at a line start) and the key whose non-null value finishes it.
+_RULES = {
+    "openai": (b"[DONE]", b"data:", b'{"error"', b"data:", b'"finish_reason":'),
+    "anthropic": (b"message_stop", b"event:", b"error", b"event:", b'"stop_reason":'),
+    "gemini": (b'{"error"', b"data:", None, None, b'"finishReason":'),
 }
+_KEEP = 64      # bytes of the previous chunk kept for markers split across chunks
+_WS = b" \t"
+_EVENT_END = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+def _on_a_line(buf: bytes, value: bytes, field: bytes, i: int) -> bool:
+    """`value` occurs (at `i` or later) right after `field` (+ one optional space) at the start
+    of a line."""
+    n = len(field)
+    while i != -1:
+        j = i - 1 if buf[i - 1:i] == b" " else i
+        s = j - n
+        if s >= 1 and buf[s - 1] in b"\r\n" and buf[s:j] == field:
+            return True
+        i = buf.find(value, i + 1)
+    return False
 
 
 class Passthrough:
-    __slots__ = ("dialect", "_markers", "_keep", "_tail", "done", "gemini_array")
+    __slots__ = ("dialect", "_rules", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
+                 "_array")
 
     def __init__(self, dialect: str, gemini_sse: bool = True) -> None:
         self.dialect = dialect
-        self._markers = _TERMINALS[dialect]
-        self._keep = max(len(m) for m in self._markers) - 1
+        self._rules = r = _RULES[dialect]
+        self._fast = dialect == "openai"
+        self._klen = len(r[4])
         self._tail = b"\n"           # the stream start counts as a line start
+        self._pending = False        # the buffer ended between the finish key and its value
+        self._finishing = False      # the finish key was seen, its line has not ended yet
         self.done = False
-        self.gemini_array = dialect == "gemini" and not gemini_sse
+        self._array = ArrayRelay(MAX_EVENT_BYTES) if dialect == "gemini" and not gemini_sse else None
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self.done and chunk:
-            buf = self._tail + chunk           # one copy of the chunk, two searches
-            m1, m2 = self._markers
-            if buf.find(m1) != -1 or buf.find(m2) != -1:
+        if self._array is not None:
+            return self._array.feed(chunk)
+        if self.done or not chunk:
+            return chunk
+        if self._finishing:
+            if 10 in chunk or 13 in chunk:
                 self.done = True
             else:
-                self._tail = buf[-self._keep:]
+                self._tail = (self._tail + chunk)[-_KEEP:]
+            return chunk
+        v1, f1, v2, f2, key = self._rules
+        if self._fast and chunk.startswith(b"data: {") and self._tail[-1] in b"\r\n" and not self._pending:
+            # OpenAI's usual chunk, one whole event of one `data: {...}` line after a line end:
+            # a line marker can only be at its start, and the key's line ends in it (this saves
+            # two of the four searches; Anthropic and Gemini chunks gain nothing from it).
+            n = len(chunk)
+            if chunk.find(b"\n") == n - 2 and chunk[n - 1] == 10 and 13 not in chunk:
+                if chunk.startswith(b'"error"', 7):
+                    self.done = True
+                    return chunk
+                i = chunk.rfind(key)
+                if i != -1 and not chunk.startswith(b"null", i + self._klen):
+                    if self._finish_value(chunk, chunk.find(key)) >= 0:
+                        self.done = True
+                        return chunk
+                self._tail = b"\n"            # (an event boundary: the next line starts fresh)
+                return chunk
+        tail = self._tail
+        buf = tail + chunk                    # one copy of the chunk, a few C-level searches
+        find = buf.find
+        i = find(v1)
+        if i != -1 and _on_a_line(buf, v1, f1, i):
+            self.done = True
+            return chunk
+        if v2 is not None:
+            i = find(v2)
+            if i != -1 and _on_a_line(buf, v2, f2, i):
+                self.done = True
+                return chunk
+        # (a key wholly inside the tail was decided by the previous feed, unless `_pending`)
+        t = len(tail) - self._klen
+        self._pending, pending = False, self._pending
+        i = find(key, 0 if pending or t < 0 else t)
+        if i != -1:
+            j = i + self._klen
+            # the usual chunk has one `"finish_reason":null` (OpenAI sends it in every chunk)
+            if not buf.startswith(b"null", j) or find(key, j) != -1:
+                j = self._finish_value(buf, i)
+                if j >= 0:
+                    if find(b"\n", j) != -1 or find(b"\r", j) != -1:
+                        self.done = True
+                        return chunk
+                    self._finishing = True
+                self._pending = j == -2
+        self._tail = buf[-_KEEP:]
         return chunk
 
+    def _finish_value(self, buf: bytes, i: int) -> int:
+        """Where the first non-null value of the finish key (at `i` or later) starts: -1 none,
+        -2 not known yet (the buffer ends before it; the key stays in `_tail`)."""
+        key, n, k = self._rules[4], len(buf), self._klen
+        while i != -1:
+            j = i + k
+            while j < n and buf[j] in _WS:
+                j += 1
+            if j == n:
+                return -2
+            if buf[j] != 110:  # "n": null
+                return j
+            i = buf.find(key, j)
+        return -1
+
     def close(self) -> bytes:
+        if self._array is not None:
+            return self._array.close()
         if self.done:
             return b""
         return self.fail(stream_cut())
 
     def fail(self, err: GatewayError) -> bytes:
+        if self._array is not None:
+            return self._array.fail(err)
         if self.done:
             return b""
         self.done = True
-        if self.gemini_array:
-            return b",\r\n" + orjson.dumps(error_object(err, "gemini")) + b"]"
-        return stream_error_event(err, self.dialect)
+        ev = stream_error_event(err, self.dialect)
+        t = self._tail
+        if t == b"\n" or t.endswith(_EVENT_END):     # at an event boundary
+            return ev
+        # the upstream stopped inside an event: end it first, so the error event parses alone
+        return (b"\n" if t[-1] == 10 else b"\r\n" if t[-1] == 13 else b"\n\n") + ev
 
 
 # dialect name → module, for each of the three jobs
@@ -106,7 +215,10 @@ class Translator:
         if self._closed:
             return b""
         self._closed = True
-        self.enc.error(err)
+        try:
+            self.dec.close(err)
+        except Exception:      # (fail() is the handler's last resort: it must end the stream)
+            self.enc.error(err)
         return self.enc.take() + self.enc.close()
 
 

@@ -124,7 +124,7 @@ def test_parse_sdk_request_full():
         ir.ToolResult("call_1_1", '{"temp":3}', name="f"),
     ]
     assert (req.temperature, req.top_p, req.top_k, req.max_tokens, req.stop, req.n) == (0.5, 0.9, 3, 100, ["X"], 1)
-    assert req.extra["seed"] == 7 and req.extra["presence_penalty"] == 0.1
+    assert (req.seed, req.presence_penalty, req.frequency_penalty) == (7, 0.1, None)
     assert req.response_format == {"type": "json_schema", "name": "response", "schema": {
         "type": "object", "properties": {"a": {"type": ["string", "null"]}}}}
     assert (req.thinking, req.thinking_budget, req.reasoning_effort) == (True, 3000, "medium")

@@ -155,8 +155,9 @@ def test_parse_params_and_passthrough():
                          ir.Tool("g", None, {"type": "object", "properties": {}})]
     assert (req.tool_choice, req.tool_choice_name) == ("tool", "f")
     assert req.metadata == {"k": "v"} and req.top_k == 40
-    assert req.extra["openai"] == {"seed": 7, "presence_penalty": 0.1, "logprobs": True,
-                                   "metadata": {"k": "v"}, "top_k": 40, "vendor_param": {"a": 1}}
+    assert (req.seed, req.presence_penalty, req.frequency_penalty) == (7, 0.1, None)
+    assert req.extra["openai"] == {"logprobs": True, "metadata": {"k": "v"}, "top_k": 40,
+                                   "vendor_param": {"a": 1}}
     assert not req.stream
 
 

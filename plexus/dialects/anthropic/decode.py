@@ -26,9 +26,14 @@ Mappings (provider -> IR), in addition to the block rules in request.py's docstr
 - Usage: input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
   output_tokens_details.thinking_tokens -> reasoning_tokens.
 - tool_use fields beyond id/name/input (e.g. caller) -> ToolCall.extra (non-stream).
-- Bad JSON, an unexpected shape, a value of the wrong type (the sink only ever gets str text,
-  int indexes, int-or-None usage), or a body that ends before message_stop -> 502 bad_gateway
-  (`sink.error`, never an exception); after end() or error() further input is ignored.
+- Stream end: message_stop (whatever its `event:` line looks like: the data's type decides)
+  -> end.  A body that ends (close(), or close(err) for a read failure)
+  after a message_delta with a non-null stop_reason but before message_stop -> end as well
+  (the answer is complete; a partial event after it is dropped).  A body that ends before
+  that -> 502 "upstream stream ended early" (close(err): `err`).
+- Bad JSON, an unexpected shape, or a value of the wrong type (the sink only ever gets str text,
+  int indexes, int-or-None usage) -> 502 bad_gateway (`sink.error`, never an exception); after
+  end() or error() further input is ignored.
 - An `event:` line is not needed (some Anthropic-compatible servers send bare `data:` lines);
   events before message_start get an implicit start(None, None, None).
 """
@@ -316,13 +321,14 @@ class StreamDecoder:
     events without normalising bytes; any other SSE shape or line ending is framed exactly).
     """
 
-    __slots__ = ("_sink", "_sse", "_started", "_done", "_kinds", "_thought")
+    __slots__ = ("_sink", "_sse", "_started", "_done", "_kinds", "_thought", "_finished")
 
     def __init__(self, sink: ir.Sink) -> None:
         self._sink = sink
         self._sse = SSEDecoder(MAX_EVENT_BYTES)
         self._started = False
         self._done = False
+        self._finished = False               # a message_delta carried the stop_reason
         self._kinds: dict[int, int] = {}     # block index -> kind (only non-text blocks)
         self._thought = False                # the open thinking block has had thinking text
 
@@ -338,7 +344,8 @@ class StreamDecoder:
             if self._done:
                 return
 
-    def close(self) -> None:
+    def close(self, err: GatewayError | None = None) -> None:
+        """The body ended (`err`: the read failed). Complete after the stop_reason, else a cut."""
         if self._done:
             return
         for data in self._sse.close_data():      # a last event without its blank line
@@ -349,7 +356,11 @@ class StreamDecoder:
             self._event(data)
             if self._done:
                 return
-        self._fail(stream_cut())
+        if self._finished:
+            self._done = True
+            self._sink.end()
+        else:
+            self._fail(err or stream_cut())
 
     def _fail(self, err: GatewayError) -> None:
         self._done = True
@@ -411,7 +422,8 @@ class StreamDecoder:
                     sink.usage(_usage(u))
                 delta = d["delta"]
                 sr = delta.get("stop_reason")
-                if sr is not None:
+                if sr is not None and not self._finished:
+                    self._finished = True
                     sink.finish(map_stop(_str(sr)), _opt_str(delta.get("stop_sequence")))
             elif t == "message_stop":
                 self._done = True

@@ -90,6 +90,8 @@ Build (IR -> Anthropic provider "/messages")
   json_schema, schema}; json_object -> an extra system text asking for a single JSON object
   (Anthropic has no JSON mode).
 - n > 1 -> invalid (400).
+- seed, presence_penalty, frequency_penalty (OpenAI / Gemini clients) -> dropped: the Messages
+  API has no such parameters (it would reject unknown fields).
 """
 
 from __future__ import annotations

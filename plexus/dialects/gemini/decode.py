@@ -40,8 +40,10 @@ Mapping (candidates[0] only; Plexus never asks for more than one candidate):
 - Parts without an IR equivalent (inlineData images from image models, executableCode,
   codeExecutionResult, fileData) are dropped.
 - Stream end: Gemini has no terminal event; a chunk with a finishReason completes the stream
-  and close() then calls end(). close() without one → error 502 (cut stream). Parts arriving
-  after the finishReason are ignored (the Sink allows only usage after finish).
+  and close() (also close(err), a read failure) then calls end(); a partial event cut off
+  after it is dropped. close() without one → error 502 (cut stream; close(err): `err`), also
+  when a JSON array closed without one. Parts arriving after the finishReason are ignored
+  (the Sink allows only usage after finish).
   `{"error": {...}}` in the stream → sink.error(errors.from_upstream(code, ...)).
   Invalid JSON, a non-object event, values of the wrong type where the mapping needs them
   (candidates, parts) or a functionCall without a name → sink.error(502 bad_gateway); other
@@ -253,7 +255,8 @@ class StreamDecoder:
         except GatewayError as e:
             self._fail(e)
 
-    def close(self) -> None:
+    def close(self, err: GatewayError | None = None) -> None:
+        """The body ended (`err`: the read failed). Complete after a finishReason, else a cut."""
         if self._done:
             return
         if self._mode == 1:
@@ -263,13 +266,16 @@ class StreamDecoder:
                     if self._done:
                         return
             except GatewayError as e:
-                self._fail(e)
-                return
+                if not self._finished:      # after the finish a broken last event is dropped
+                    self._fail(err or e)
+                    return
+        if self._done:
+            return
         if self._finished:
             self.sink.end()
             self._done = True
         else:
-            self._fail(_bad(STREAM_CUT))
+            self._fail(err or _bad(STREAM_CUT))
 
     # -------------------------------------------------------- events
 

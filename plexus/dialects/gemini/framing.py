@@ -3,14 +3,29 @@
 `ArraySplitter` takes the body a `:streamGenerateContent` request without `alt=sse` gets
 (`[{...}\\n,\\r\\n{...}]`) exactly as it arrives and yields each top-level object's bytes,
 independent of how the input is split; it bounds its buffer (GatewayError 502 past
-`max_bytes`). The `alt=sse` body goes through the shared plexus.sse framer.
+`max_bytes`). It also counts the bytes fed (`total`), where the last complete object ended
+(`end`, a stream offset) and whether the array's closing `]` was seen (`closed`; `end` is
+then just past it, and any later input is ignored).
+The `alt=sse` body goes through the shared plexus.sse framer.
+
+`ArrayRelay` is the same-dialect relay of that body (stream.Passthrough's array mode). The
+client must always be able to parse what it got as one JSON array, so the relay forwards the
+upstream bytes exactly, but only up to the end of the last complete top-level object: a partial
+object (and the separator before it) waits for its closing brace. Once the upstream's `]`
+arrives everything up to it is forwarded (bytes after it, which would break the client's JSON,
+are not). The stream is finished when an object carries `"finishReason"` (or is the upstream's
+own `{"error": ...}` element); ending the body then (close()/fail()) adds only `\\n]`. A body
+cut before that gets `,` + the Gemini error object + `]` (`[` + error + `]` when no object was
+complete yet): concatenated, the client body always parses as an array.
 """
 
 from __future__ import annotations
 
 import re
 
-from ...errors import GatewayError
+import orjson
+
+from ...errors import GatewayError, error_object, stream_cut
 
 
 def _bad(msg: str) -> GatewayError:
@@ -29,7 +44,8 @@ class ArraySplitter:
     `_esc`), so no byte is scanned twice however the input is split.
     """
 
-    __slots__ = ("_buf", "_pos", "_depth", "_in_str", "_esc", "_start", "max_bytes")
+    __slots__ = ("_buf", "_pos", "_depth", "_in_str", "_esc", "_start", "max_bytes",
+                 "total", "end", "closed")
 
     def __init__(self, max_bytes: int) -> None:
         self._buf = b""
@@ -39,16 +55,31 @@ class ArraySplitter:
         self._esc = False
         self._start = -1
         self.max_bytes = max_bytes
+        self.total = 0           # bytes fed
+        self.end = 0             # stream offset just past the last complete object
+        self.closed = False      # a `]` was seen between values (the array's end)
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if self.closed:
+            return []
         buf = self._buf + chunk if self._buf else chunk
+        base = self.total - len(self._buf)      # stream offset of buf[0]
+        self.total += len(chunk)
         out = []
         i = self._pos
         n = len(buf)
         while i < n:
             if self._depth == 0:
                 # between values: skip the array punctuation, find the next object
-                while i < n and buf[i] in _ARRAY_SKIP:
+                while i < n:
+                    c = buf[i]
+                    if c not in _ARRAY_SKIP:
+                        break
+                    if c == 93:  # "]": the array's end
+                        self.closed = True
+                        self.end = base + i + 1
+                        self._buf, self._pos = b"", 0
+                        return out
                     i += 1
                 if i >= n:
                     break
@@ -90,6 +121,7 @@ class ArraySplitter:
                 if self._depth == 0:
                     out.append(buf[self._start:i])
                     self._start = -1
+                    self.end = base + i
         if self._depth == 0 and not self._in_str:
             self._buf, self._pos = b"", 0
         else:
@@ -100,3 +132,62 @@ class ArraySplitter:
             if len(self._buf) > self.max_bytes:
                 raise _bad("upstream sent an oversized stream object")
         return out
+
+
+def _ends_stream(obj: bytes) -> bool:
+    """A complete array element that finishes the stream: a candidate's finishReason (the key
+    cannot occur inside a JSON string, whose quotes are escaped) or the upstream's error."""
+    return obj.find(b'"finishReason"') != -1 or obj[1:].lstrip().startswith(b'"error"')
+
+
+class ArrayRelay:
+    """Passthrough of the Gemini JSON-array stream body (see the module docstring):
+    feed(chunk) -> bytes for the client now, close() / fail(err) -> the final bytes."""
+
+    __slots__ = ("_split", "_held", "_sent", "finished", "done")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._split = ArraySplitter(max_bytes)
+        self._held = b""          # upstream bytes not forwarded yet (after the last object)
+        self._sent = False        # an object was forwarded (the client has `[{...}`)
+        self.finished = False     # an object with finishReason (or an error) was forwarded
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.done or not chunk:
+            return b""
+        held = self._held + chunk if self._held else chunk
+        sp = self._split
+        try:
+            objs = sp.feed(chunk)
+        except GatewayError as e:
+            return self.fail(e)
+        k = len(held) - (sp.total - sp.end)    # held[:k] ends with the last complete object
+        if sp.closed:                          # (or with the upstream's `]`)
+            self.done = True
+            self._held = b""
+            return held[:k]
+        if len(held) - max(k, 0) > sp.max_bytes:
+            return self.fail(_bad("upstream sent an oversized stream object"))
+        if not objs:
+            self._held = held
+            return b""
+        for o in objs:
+            if _ends_stream(o):
+                self.finished = True
+        self._held = held[k:]
+        self._sent = True
+        return held[:k]
+
+    def close(self) -> bytes:
+        return self.fail(stream_cut())
+
+    def fail(self, err: GatewayError) -> bytes:
+        if self.done:
+            return b""
+        self.done = True
+        self._held = b""
+        if self.finished:
+            return b"\n]"
+        body = orjson.dumps(error_object(err, "gemini"))
+        return (b",\r\n" if self._sent else b"[") + body + b"]"

@@ -36,11 +36,12 @@ Model and stream come from the URL (`/v1beta/models/{alias}:generateContent` |
 - generationConfig: temperature, topP, topK, maxOutputTokens, stopSequences, candidateCount → n;
   responseMimeType "application/json" → response_format json_object, or json_schema when
   responseJsonSchema (as is) or responseSchema (Gemini Schema → JSON Schema) is given;
-  seed/presencePenalty/frequencyPenalty → req.extra "seed"/"presence_penalty"/
-  "frequency_penalty" (OpenAI names). thinkingConfig: thinkingBudget 0 → thinking off (effort
-  "none"); -1 (dynamic) → thinking on, effort "medium"; n > 0 → thinking_budget n and effort by
-  the shared table; thinkingLevel → effort (its lowercase name); includeThoughts alone asks for
-  nothing (thinking stays unspecified). Another responseMimeType (e.g. text/x.enum) is kept for
+  seed (an integer) / presencePenalty / frequencyPenalty (numbers) → req.seed /
+  req.presence_penalty / req.frequency_penalty (OpenAI targets: seed / presence_penalty /
+  frequency_penalty; Anthropic has none: dropped). thinkingConfig: thinkingBudget 0 →
+  thinking off (effort "none"); -1 (dynamic) → thinking on, effort "medium"; n > 0 →
+  thinking_budget n and effort by the shared table; thinkingLevel → effort (its lowercase
+  name); includeThoughts alone asks for nothing (thinking stays unspecified). Another responseMimeType (e.g. text/x.enum) is kept for
   a Gemini target only.
 - tools[].functionDeclarations → Tool(parameters = parametersJsonSchema as is, or `parameters`
   converted by schema.from_gemini). toolConfig.functionCallingConfig: AUTO/VALIDATED → "auto",
@@ -52,7 +53,12 @@ Model and stream come from the URL (`/v1beta/models/{alias}:generateContent` |
 
 build_request: IR → a Gemini provider's request
 -----------------------------------------------
-Path "/models/<model>:generateContent" or "/models/<model>:streamGenerateContent?alt=sse".
+Path "/<model_path(model)>:generateContent" or "…:streamGenerateContent?alt=sse".
+`model_path` is the one place a configured model name becomes a URL path (passthrough calls use
+it too): "gemini-2.5-flash" and "models/gemini-2.5-flash" → "models/gemini-2.5-flash",
+"tunedModels/x" → "tunedModels/x" (the API's two model collections); the id is percent-quoted
+with only RFC 3986 unreserved characters left as they are (`-._~`), so a "/", ":", "?", "#",
+"%" or space in it can never change the path, the method or the query.
 
 - contents: user → "user", assistant → "model"; consecutive same-role contents merged (Gemini
   wants alternation). "system" messages in the conversation are appended to systemInstruction
@@ -84,7 +90,8 @@ Path "/models/<model>:generateContent" or "/models/<model>:streamGenerateContent
   parallel_tool_calls has no Gemini equivalent: dropped.
 - generationConfig: temperature, topP, topK, maxOutputTokens (req.max_tokens, else
   provider.max_tokens when > 0), stopSequences, seed/presencePenalty/frequencyPenalty from
-  req.extra; response_format json_object → responseMimeType application/json; json_schema →
+  req.seed/presence_penalty/frequency_penalty (an OpenAI client's seed and penalties);
+  response_format json_object → responseMimeType application/json; json_schema →
   + responseJsonSchema = schema.clean(schema) (v1: responseSchema = schema.to_gemini(schema)).
   n > 1 → 400 (Plexus relays one candidate).
 - thinkingConfig (never when provider.reasoning is False): thinkingBudget, chosen over
@@ -100,6 +107,7 @@ Path "/models/<model>:generateContent" or "/models/<model>:streamGenerateContent
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -290,10 +298,12 @@ def _parse_generation_config(gc: dict, req: ir.Request, gextra: dict) -> None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise invalid("stopSequences must be a list of strings", "generationConfig.stopSequences")
         req.stop = stops
-    for gname, oname in (("seed", "seed"), ("presencePenalty", "presence_penalty"),
-                         ("frequencyPenalty", "frequency_penalty")):
-        if gname in g:
-            req.extra[oname] = g[gname]
+    if "seed" in g:
+        req.seed = _num(g["seed"], "seed", int)
+    if "presencePenalty" in g:
+        req.presence_penalty = _num(g["presencePenalty"], "presencePenalty")
+    if "frequencyPenalty" in g:
+        req.frequency_penalty = _num(g["frequencyPenalty"], "frequencyPenalty")
     mime = g.get("responseMimeType")
     js = g.get("responseJsonSchema")
     if js is None and g.get("responseSchema") is not None:
@@ -343,6 +353,17 @@ def _parse_thinking(tcfg: dict, req: ir.Request, gextra: dict) -> None:
 
 # ================================================================ build (IR → provider)
 
+_COLLECTIONS = ("models/", "tunedModels/")
+
+
+def model_path(model: str) -> str:
+    """A Gemini model name → its URL path after the API version, without the leading "/"."""
+    for c in _COLLECTIONS:
+        if model.startswith(c):
+            return c + quote(model[len(c):], safe="-._~")
+    return "models/" + quote(model, safe="-._~")
+
+
 
 def build_request(req: ir.Request, model: str, provider: Any) -> tuple[str, bytes]:
     legacy = str(getattr(provider, "base_path", "") or "").endswith("/v1")
@@ -385,8 +406,8 @@ def build_request(req: ir.Request, model: str, provider: Any) -> tuple[str, byte
     for k in ("safetySettings", "cachedContent", "labels"):
         if k in gextra:
             body[k] = gextra[k]
-    path = (f"/models/{model}:streamGenerateContent?alt=sse" if req.stream
-            else f"/models/{model}:generateContent")
+    path = (f"/{model_path(model)}:streamGenerateContent?alt=sse" if req.stream
+            else f"/{model_path(model)}:generateContent")
     return path, orjson.dumps(body)
 
 
@@ -410,11 +431,12 @@ def _build_generation_config(req: ir.Request, provider: Any, legacy: bool, gextr
         gc["maxOutputTokens"] = max_tokens
     if req.stop:
         gc["stopSequences"] = list(req.stop)
-    for oname, gname in (("seed", "seed"), ("presence_penalty", "presencePenalty"),
-                         ("frequency_penalty", "frequencyPenalty")):
-        v = req.extra.get(oname)
-        if v is not None:
-            gc[gname] = v
+    if req.seed is not None:
+        gc["seed"] = req.seed
+    if req.presence_penalty is not None:
+        gc["presencePenalty"] = req.presence_penalty
+    if req.frequency_penalty is not None:
+        gc["frequencyPenalty"] = req.frequency_penalty
     rf = req.response_format
     if isinstance(rf, dict):
         kind = rf.get("type")

@@ -21,7 +21,8 @@ Build (IR → provider "/chat/completions"):
   thinking is disabled, else budget → effort (≤2048 low, ≤8192 medium, else high); none is
   derived when the OpenAI client sent its own `thinking` object (forwarded instead). With
   provider.reasoning False the passthrough `thinking`/`reasoning` keys are dropped too.
-- top_k from Anthropic/Gemini clients is not sent (api.openai.com rejects unknown params).
+- seed, presence_penalty, frequency_penalty (from Gemini clients' generationConfig, or an
+  OpenAI client's own) are sent as such. top_k from Anthropic/Gemini clients is not sent (api.openai.com rejects unknown params).
   metadata.user_id → `user` when there is none; a `user` over 64 characters (OpenAI's limit;
   Claude Code's user_id is ~150) is sent as its sha256 hex digest (stable, 64 characters). tool_choice/parallel_tool_calls only with
   tools (OpenAI rejects them otherwise). stream_options.include_usage when streaming and
@@ -65,7 +66,7 @@ def build_request(req: ir.Request, model: str, provider) -> tuple[str, bytes]:
     if mt:
         mct = strict or "openai_max_completion_tokens" in req.extra
         body["max_completion_tokens" if mct else "max_tokens"] = mt
-    for key in ("temperature", "top_p", "n"):
+    for key in ("temperature", "top_p", "n", "seed", "presence_penalty", "frequency_penalty"):
         if (v := getattr(req, key)) is not None:
             body[key] = v
     if req.stop:

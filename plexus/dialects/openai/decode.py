@@ -22,11 +22,13 @@ Mapping decisions:
   arguments fragments follow (tool_args). A server that omits `index` (older Ollama) has each
   new id treated as a new call. A call without id gets "call_<response id>_<index>".
   Tool call ids are passed through verbatim.
-- Stream end: `[DONE]` → finish (synthesised "end_turn"/"tool_use" if the upstream sent no
-  finish_reason) then end. Body ended after a finish_reason but without `[DONE]` → end
-  (lenient: several servers omit [DONE]). Body ended before any finish_reason → error 502
-  "upstream stream ended early". Content after the finish_reason is dropped. Anything after
-  end/error is ignored.
+- Stream end: `[DONE]` (`data: [DONE]` or `data:[DONE]`, any SSE line ending) → finish
+  (synthesised "end_turn"/"tool_use" if the upstream sent no finish_reason) then end. Body
+  ended (close(), or close(err) for a read failure) after a non-null finish_reason but
+  without `[DONE]` → end: vLLM, llama.cpp, Ollama and OpenRouter omit it, and the usage chunk
+  (`choices: []`) may or may not follow; a partial event cut off after the finish is dropped.
+  Body ended before any finish_reason → error 502 "upstream stream ended early" (close(err):
+  `err`). Content after the finish_reason is dropped. Anything after end/error is ignored.
 - `data: {"error": {...}}` (or an `error` key on a chunk) → sink.error(GatewayError) with the
   status from an integer `code` (vLLM, OpenRouter) or from the error type (rate_limit_error →
   429, invalid_request_error → 400, insufficient_quota → 402 billing, else 502). Invalid JSON
@@ -209,7 +211,7 @@ class StreamDecoder:
         self._ids: dict = {}           # tool id → index, for servers that omit index
         self._last = 0                 # index of the last call touched (index-less servers)
         self._id = None
-        self._closing = False          # a partial event flushed at close() is a cut, not bad JSON
+        self._closing = None           # at close(): the cut's error (a partial event: a cut, not bad JSON)
 
     def feed(self, chunk: bytes) -> None:
         if self._done:
@@ -228,10 +230,11 @@ class StreamDecoder:
             if not self._done:
                 self._fail(_bad("upstream sent a malformed stream chunk"))
 
-    def close(self) -> None:
+    def close(self, err: GatewayError | None = None) -> None:
+        """The body ended (`err`: the read failed). Complete after the finish, else a cut."""
         if self._done:
             return
-        self._closing = True
+        self._closing = err or _bad(STREAM_CUT)
         try:
             for data in self._sse.close_data():
                 self._event(data)
@@ -245,7 +248,7 @@ class StreamDecoder:
             self._done = True
             self._sink.end()
         else:
-            self._fail(_bad(STREAM_CUT))
+            self._fail(self._closing)
 
     # ------------------------------------------------------------ internals
 
@@ -272,9 +275,10 @@ class StreamDecoder:
         except _JSONError:
             if data == b"[DONE]":
                 self._done_event()
-            else:
-                self._fail(_bad(STREAM_CUT if self._closing
-                                else "upstream sent invalid JSON in a stream event"))
+            elif self._closing is None:
+                self._fail(_bad("upstream sent invalid JSON in a stream event"))
+            elif not self._finished:      # (after the finish a partial last event is dropped)
+                self._fail(self._closing)
             return
         if type(obj) is not dict:
             self._fail(_bad("upstream sent an unexpected stream event"))

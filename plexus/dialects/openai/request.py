@@ -23,11 +23,14 @@ Parse (client → IR):
   field: answers would come back as `tool_calls`, which a legacy client would not read.
 - tools: `type: function` only (custom → 400); no parameters → {"type":"object","properties":
   {}}; `strict` → Tool.extra {"strict": bool}. tool_choice allowed_tools → 400.
+- seed (an integer), presence_penalty, frequency_penalty (numbers) → req.seed /
+  req.presence_penalty / req.frequency_penalty (Gemini targets: generationConfig.seed /
+  presencePenalty / frequencyPenalty; Anthropic has none: dropped).
 - max_completion_tokens wins over max_tokens. reasoning_effort (none/minimal/low/medium/high/
   xhigh/max) → req.reasoning_effort + thinking (False for "none"); builders map effort →
   budget with the shared table. An Anthropic-style `thinking` object (LiteLLM and DeepSeek take
   it from OpenAI clients) → thinking/thinking_budget.
-- Every other top-level key (seed, penalties, logprobs, logit_bias, service_tier, store,
+- Every other top-level key (logprobs, logit_bias, service_tier, store,
   prediction, verbosity, metadata, top_k, thinking, vendor extensions…) is kept verbatim in
   `req.extra["openai"]`, sent only to OpenAI-type targets (logprobs are never translated
   back). metadata and top_k are also parsed into req.metadata / req.top_k.
@@ -51,6 +54,7 @@ _HANDLED = frozenset((
     "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens",
     "max_completion_tokens", "temperature", "top_p", "stop", "user", "n", "response_format",
     "reasoning_effort", "stream", "stream_options", "functions", "function_call",
+    "seed", "presence_penalty", "frequency_penalty",
 ))
 _ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
 _EMPTY_SCHEMA = {"type": "object", "properties": {}}
@@ -393,4 +397,6 @@ _SCALARS = (
     ("temperature", _num), ("top_p", _num), ("top_k", _check(lambda v: type(v) is int, "an integer")),
     ("user", _check(lambda v: isinstance(v, str), "a string")), ("n", _pos_int),
     ("parallel_tool_calls", _bool), ("metadata", _dict),
+    ("seed", _check(lambda v: type(v) is int, "an integer")), ("presence_penalty", _num),
+    ("frequency_penalty", _num),
 )
