@@ -18,7 +18,11 @@ Three drivers, all bounded in time:
   opened when none is idle); latency counts from the SCHEDULED send time, so a late send or a
   queueing gateway shows up (no coordinated omission).
 - probe: one request, returns the result and the first bytes of the body.
-A watchdog fails any request older than `timeout` and closes its connection.
+A watchdog fails any request older than `timeout` and closes its connection. Every driver takes
+`tls=` (an ssl.SSLContext: the connections speak TLS, ALPN http/1.1; each connection does one
+handshake and is then reused). Each connection counts its reads (data_received calls);
+RunResult.reads sums them, so reads per response shows how the peer's writes arrived (a stream
+written one event per segment arrives in about one read per event).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
+import ssl
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Callable
@@ -66,6 +71,7 @@ class Conn(asyncio.Protocol):
         self.remaining = 0
         self.body = bytearray()
         self.close_after = False
+        self.reads = 0
 
     # --- asyncio.Protocol
     def connection_made(self, transport):
@@ -84,6 +90,7 @@ class Conn(asyncio.Protocol):
         if self.fut is None:  # unsolicited bytes: the peer is out of sync, drop the connection
             self.transport.close()
             return
+        self.reads += 1
         self.buf += data
         self._parse(perf_counter())
 
@@ -244,10 +251,19 @@ class Conn(asyncio.Protocol):
             fut.set_result(r)
 
 
-async def connect(host: str, port: int, keep_body: bool = False) -> Conn:
+async def connect(host: str, port: int, keep_body: bool = False,
+                  tls: ssl.SSLContext | None = None) -> Conn:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: Conn(keep_body), host, port)
+    _, conn = await loop.create_connection(lambda: Conn(keep_body), host, port, ssl=tls,
+                                           server_hostname=host if tls is not None else None)
     return conn
+
+
+def client_tls(ca_file: str) -> ssl.SSLContext:
+    """A verifying client context trusting `ca_file`, ALPN http/1.1."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 @dataclass(slots=True)
@@ -263,6 +279,8 @@ class RunResult:
     mark_end: object = None
     requests: int = 0  # all requests sent, warm-up included
     ok_count: int = 0  # successful responses, warm-up included
+    reads: int = 0  # data_received calls of every connection, warm-up included
+    connections: int = 0  # connections opened
 
     @property
     def completed_in_window(self) -> int:
@@ -294,10 +312,12 @@ class _Watchdog:
                 if c.fut is not None and now - c.t_send > self.timeout:
                     c.abort(f"timeout after {self.timeout:g} s")
 
-    def stop(self) -> None:
+    def stop(self, res: RunResult) -> None:
         self.task.cancel()
         for c in self.conns:
             c.close()
+        res.reads += sum(c.reads for c in self.conns)
+        res.connections += len(self.conns)
 
 
 async def _window(res: RunResult, warmup: float, duration: float, sample) -> None:
@@ -314,7 +334,7 @@ async def closed_loop(host: str, port: int, wire, *, concurrency: int, warmup: f
                       duration: float, timeout: float = 30.0,
                       sample: Callable[[], object] | None = None,
                       record: bool = True, result: RunResult | None = None,
-                      stagger: float = 0.0) -> RunResult:
+                      stagger: float = 0.0, tls: ssl.SSLContext | None = None) -> RunResult:
     """`wire` is one Wire, or a list of Wires that each connection cycles through (a mix).
     With record=False only counters are kept (soak: memory must not grow with the run); pass
     `result` to watch the counters while the run goes on. stagger > 0 spreads the connections'
@@ -323,7 +343,7 @@ async def closed_loop(host: str, port: int, wire, *, concurrency: int, warmup: f
     res = result if result is not None else RunResult()
     dog = _Watchdog(timeout)
     wires = list(wire) if isinstance(wire, (list, tuple)) else [wire]
-    conns = await asyncio.gather(*(connect(host, port) for _ in range(concurrency)))
+    conns = await asyncio.gather(*(connect(host, port, tls=tls) for _ in range(concurrency)))
     dog.conns.update(conns)
     t0 = perf_counter()
     t_measure, t_stop = t0 + warmup, t0 + warmup + duration
@@ -339,7 +359,7 @@ async def closed_loop(host: str, port: int, wire, *, concurrency: int, warmup: f
                 return
             if conn.closed:
                 try:
-                    conn = await connect(host, port)
+                    conn = await connect(host, port, tls=tls)
                 except OSError as e:
                     res.note_error(f"connect: {e}")
                     await asyncio.sleep(0.05)
@@ -367,7 +387,7 @@ async def closed_loop(host: str, port: int, wire, *, concurrency: int, warmup: f
         await asyncio.gather(*(worker(c, i) for i, c in enumerate(conns)))
         await window
     finally:
-        dog.stop()
+        dog.stop(res)
         if gc_was:
             gc.enable()
     return res
@@ -375,11 +395,13 @@ async def closed_loop(host: str, port: int, wire, *, concurrency: int, warmup: f
 
 async def open_loop(host: str, port: int, wire, *, rate: float, warmup: float, duration: float,
                     timeout: float = 30.0, preopen: int = 8,
-                    sample: Callable[[], object] | None = None) -> RunResult:
+                    sample: Callable[[], object] | None = None,
+                    tls: ssl.SSLContext | None = None) -> RunResult:
     res = RunResult()
     dog = _Watchdog(timeout)
     data, marker, expect = wire.data, wire.marker, wire.expect
-    idle: list[Conn] = list(await asyncio.gather(*(connect(host, port) for _ in range(preopen))))
+    idle: list[Conn] = list(await asyncio.gather(*(connect(host, port, tls=tls)
+                                                   for _ in range(preopen))))
     dog.conns.update(idle)
     interval = 1.0 / rate
     total = int(round((warmup + duration) * rate))
@@ -391,7 +413,7 @@ async def open_loop(host: str, port: int, wire, *, rate: float, warmup: float, d
         conn = idle.pop() if idle else None
         if conn is None or conn.closed:
             try:
-                conn = await connect(host, port)
+                conn = await connect(host, port, tls=tls)
             except OSError as e:
                 res.note_error(f"connect: {e}")
                 return
@@ -429,16 +451,17 @@ async def open_loop(host: str, port: int, wire, *, rate: float, warmup: float, d
             await asyncio.gather(*list(tasks))
         await window
     finally:
-        dog.stop()
+        dog.stop(res)
         if gc_was:
             gc.enable()
     return res
 
 
-async def probe(host: str, port: int, wire, timeout: float = 30.0) -> Response:
+async def probe(host: str, port: int, wire, timeout: float = 30.0,
+                tls: ssl.SSLContext | None = None) -> Response:
     """One request on a fresh connection; the body is kept."""
     try:
-        conn = await asyncio.wait_for(connect(host, port, keep_body=True), timeout)
+        conn = await asyncio.wait_for(connect(host, port, keep_body=True, tls=tls), timeout)
     except (OSError, asyncio.TimeoutError) as e:
         t = perf_counter()
         return Response(False, 0, t, t, t, f"connect: {e!r}", b"")

@@ -12,7 +12,8 @@ when it exists, else with sched_setaffinity in the child before exec.
 
 Sampling (Linux /proc): gateway CPU = utime + stime (fields 14 and 15 of /proc/<pid>/stat, all
 threads) summed over the gateway's process tree; memory = VmHWM / VmRSS from /proc/<pid>/status,
-summed over the tree (for one process: that process's values).
+summed over the tree (for one process: that process's values); read() syscalls = syscr of
+/proc/<pid>/io (uvloop reads sockets with read(), so for Plexus these are its socket reads).
 """
 
 from __future__ import annotations
@@ -261,3 +262,19 @@ def memory_kib(pids: list[int]) -> dict[str, int]:
 
 def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+def read_syscalls(pids: list[int]) -> int | None:
+    """read() syscalls of the processes (syscr of /proc/<pid>/io; recv()/recvmsg() are not in
+    it); None when /proc/<pid>/io cannot be read."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/io", "rb") as f:
+                for line in f:
+                    if line.startswith(b"syscr:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            return None
+    return total

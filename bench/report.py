@@ -1,9 +1,11 @@
 """Rendering of a bench run: machine description, the markdown report, and JSON.
 
 Theory: numbers without their machine and method are noise, so the report always carries the
-machine (CPU model, cores, pinning, Python and library versions), the run's settings, one results
-table with absolutes next to ratios and differences, the budget table (met / not met / not yet),
-and the formulas. Pure: takes a run.Run, returns text.
+machine (CPU model, cores, pinning, Python and library versions, nginx), the run's settings, the
+results with absolutes next to ratios and differences (report_tables.py: results, the nginx
+reference, large bodies, budget verdicts met / not met / not run / no nginx: skipped), and the
+formulas (the Method section, generated here so it always describes the scenarios that ran).
+Pure: takes a run.Run, returns text.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import platform
 from importlib import metadata
 
 import orjson
+
+from . import report_tables as tables
+from .mock_upstream import SPLIT_TICK_S
+from .scenarios import LARGE_BODY_BYTES, LARGE_CLIENTS
 
 
 def _version(pkg: str) -> str:
@@ -56,22 +62,6 @@ def machine_info(pinning: str) -> dict:
     }
 
 
-def _f(v, digits: int = 2) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    return str(v)
-
-
-def _x(v) -> str:
-    return "—" if v is None else f"×{v:.2f}"
-
-
-def _signed(v) -> str:
-    return "—" if v is None else f"{v:+.3f}"
-
-
 def render_markdown(run) -> str:
     o, m = run.options, run.machine
     v = m["versions"]
@@ -86,7 +76,9 @@ def render_markdown(run) -> str:
             "disturbs the numbers)",
             f"- {m['implementation']} {m['python']} on Linux {m['kernel']}; "
             f"uvloop {v['uvloop']}, h11 {v['h11']}, httpx {v['httpx']}, orjson {v['orjson']}, "
-            f"plexus {v['plexus']}", ""]
+            f"plexus {v['plexus']}",
+            f"- nginx reference: {_nginx_line(run.nginx)}",
+            f"- TLS: {_tls_line(run.tls)}", ""]
     out += ["## Settings", "",
             f"- closed loop: {o.concurrency} keep-alive connections, {o.warmup:g} s warm-up "
             f"(excluded), {o.duration:g} s measured per scenario and side",
@@ -95,104 +87,40 @@ def render_markdown(run) -> str:
             f"- paced stream (S6): {o.concurrency} connections, first sends spread over "
             f"{min(max(o.duration, 0.5), 2.0):g} s, {max(o.duration, 0.5):g} s of starts, "
             "100 events 20 ms apart (~2 s per response), no warm-up round",
+            "- one-event-per-write streams (S2-ev, S3-ev): the mock writes the next event of "
+            f"every stream in progress once per {SPLIT_TICK_S * 1000:g} ms tick, each event its "
+            "own TCP segment (TCP_NODELAY), closed loop as above",
+            f"- large bodies (S7): {o.concurrency} small-request connections as above, plus "
+            f"{LARGE_CLIENTS} connections sending {LARGE_BODY_BYTES / 2 ** 20:g} MiB request "
+            "bodies back to back, per kind of large traffic",
             f"- per-request timeout {o.timeout:g} s", ""]
     g = run.gateway
     if g.get("error"):
         out += [f"**Gateway problem:** {g['error']}", ""]
     if run.soak:
-        out += _soak(run)
+        out += tables.soak(run) + tables.failures(run)
     if run.results and not run.soak:
-        out += _results(run)
+        out += tables.results(run)
+        if any(r.key != "S7" for r in run.results):
+            out += tables.nginx(run)
+        out += tables.large(run)
     if run.budgets and not run.soak:
-        out += _budgets(run)
+        out += tables.budgets(run)
     out += _method()
     return "\n".join(out) + "\n"
 
 
-def _results(run) -> list[str]:
-    out = ["## Results", "",
-           "Direct = load generator → mock upstream, sending the request Plexus itself sends "
-           "upstream; Plexus = load generator → Plexus → mock. × = Plexus / direct; added = "
-           "Plexus − direct. Latencies in ms; for S6 the latency columns are time to first byte.",
-           "",
-           "| ID | scenario | req/s direct | req/s Plexus | × | p50 direct | p50 Plexus | × "
-           "| p99 direct | p99 Plexus | × | added p50 / p99 | gateway CPU ms/req "
-           "| CPU µs/event | errors direct / Plexus |",
-           "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for r in run.results:
-        d, p, mt = r.direct, r.plexus, r.metrics
-        if r.status in ("not yet", "failed"):
-            note = r.note.replace("|", "\\|").replace("\n", " ")
-            out.append(f"| {r.key} | {r.title} | **{r.status}**: {note[:160]} "
-                       "| | | | | | | | | | | | |")
-            continue
-        ttfb = r.kind == "paced"
-        p50, p99 = ("ttfb_p50_ms", "ttfb_p99_ms") if ttfb else ("p50_ms", "p99_ms")
-        added = (mt.get("added_ttfb_p50_ms"), mt.get("added_ttfb_p99_ms")) if ttfb else \
-            (mt.get("added_p50_ms"), mt.get("added_p99_ms"))
-
-        def get(side, attr):
-            return getattr(side, attr) if side is not None else None
-
-        ratio50 = _ratio(get(p, p50), get(d, p50)) if ttfb else mt.get("p50_ratio")
-        ratio99 = _ratio(get(p, p99), get(d, p99)) if ttfb else mt.get("p99_ratio")
-        errs = f"{_f(get(d, 'errors'))} / {_f(get(p, 'errors'))}"
-        out.append(
-            f"| {r.key} | {r.title} | {_f(get(d, 'rps'), 0)} | {_f(get(p, 'rps'), 0)} "
-            f"| {_x(mt.get('rps_ratio'))} | {_f(get(d, p50), 3)} | {_f(get(p, p50), 3)} "
-            f"| {_x(ratio50)} | {_f(get(d, p99), 3)} | {_f(get(p, p99), 3)} | {_x(ratio99)} "
-            f"| {_signed(added[0])} / {_signed(added[1])} | {_f(mt.get('cpu_ms_per_req'), 3)} "
-            f"| {_f(mt.get('cpu_us_per_event'), 2)} | {errs} |")
-    out.append("")
-    util = [f"{r.key} {r.metrics['gateway_cpu_util'] * 100:.0f} %" for r in run.results
-            if r.kind == "closed" and r.metrics.get("gateway_cpu_util") is not None]
-    if util:
-        out += ["Gateway CPU use during the closed-loop windows (share of one core): "
-                + ", ".join(util) + ". Well below 100 % means something other than the "
-                "gateway's own CPU limited throughput (the load generator, or other work on the "
-                "gateway's CPU).", ""]
-    g = run.gateway
-    if g.get("idle_cpu_ms_per_s") is not None:
-        out += [f"Idle gateway CPU right after start: {g['idle_cpu_ms_per_s']:.0f} ms/s "
-                "(10 ms tick resolution).", ""]
-    if g.get("peak_rss_mib") is not None:
-        out += [f"Gateway memory: RSS {_f(g.get('rss_start_mib'), 1)} MiB after start, "
-                f"{_f(g.get('rss_end_mib'), 1)} MiB at the end, peak (VmHWM) "
-                f"{_f(g.get('peak_rss_mib'), 1)} MiB.", ""]
-    errs = [(r.key, side, s) for r in run.results for side, x in (("direct", r.direct),
-                                                                    ("Plexus", r.plexus))
-            if x is not None for s in x.error_samples]
-    if errs:
-        out += ["Error samples:", ""] + [f"- {k} {side}: {s}" for k, side, s in errs] + [""]
-    return out
+def _nginx_line(ng: dict) -> str:
+    if ng.get("status") == "ok":
+        return f"nginx {ng.get('version')} ({ng.get('path')}), pinned like the gateway"
+    return f"{ng.get('status', 'not started')}: {ng.get('note', '')}"
 
 
-def _ratio(a, b):
-    return a / b if a is not None and b else None
-
-
-def _budgets(run) -> list[str]:
-    out = ["## Budget", "", "| budget | limit | measured | status |", "|---|--:|--:|---|"]
-    for b in run.budgets:
-        val = "—" if b["value"] is None else f"{b['value']:.3f} {b['unit']}"
-        status = b["status"] + (f" ({b['note']})" if b.get("note") else "")
-        out.append(f"| {b['label']} | ≤ {b['limit']:g} {b['unit']} | {val} | {status} |")
-    return out + [""]
-
-
-def _soak(run) -> list[str]:
-    out = ["## Soak", "",
-           f"Constant closed-loop load through Plexus for {run.options.soak:g} s (a mix of the "
-           "closed-loop scenarios that work); gateway memory sampled every "
-           f"{run.options.soak_interval:g} s. A flat RSS column is good.", "",
-           "| t (s) | req/s | errors | RSS MiB | VmHWM MiB |", "|--:|--:|--:|--:|--:|"]
-    for row in run.soak:
-        out.append(f"| {row['t_s']:g} | {row['rps']:,.0f} | {row['errors']} "
-                   f"| {row['rss_mib']:.1f} | {row['hwm_mib']:.1f} |")
-    if len(run.soak) >= 2:
-        growth = run.soak[-1]["rss_mib"] - run.soak[0]["rss_mib"]
-        out += ["", f"RSS growth from the first to the last sample: {growth:+.1f} MiB."]
-    return out + [""]
+def _tls_line(tls: dict) -> str:
+    if tls.get("status") == "ok":
+        return (f"throw-away CA and 127.0.0.1 certificate made at start ({tls.get('how')}); "
+                "ALPN http/1.1")
+    return tls.get("note", "not set up")
 
 
 def _method() -> list[str]:
@@ -200,20 +128,51 @@ def _method() -> list[str]:
             "- Mock upstream: raw uvloop asyncio.Protocol, precomputed keep-alive responses; "
             "streams are chunked, one HTTP chunk per SSE event (OpenAI: role, 98 content, finish, "
             "`data: [DONE]`; Anthropic: message_start, content_block_start, 95 deltas, "
-            "content_block_stop, message_delta, message_stop), unpaced streams in one write.",
+            "content_block_stop, message_delta, message_stop). *Batched* streams (S2, S3) go out "
+            "in one write, so the gateway reads a whole stream at once. *One event per write* "
+            "streams (S2-ev, S3-ev) go out one event per TCP segment: TCP_NODELAY, and the next "
+            f"event of every stream in progress is written once per {SPLIT_TICK_S * 1000:g} ms "
+            "tick (writes issued in the same loop iteration would merge in the socket buffer, "
+            "and a receiver that is busy when several segments arrive reads them together). "
+            "The \"reads per upstream event\" lines under the results show how the bytes "
+            "arrived: load generator data_received calls, and Plexus's read() syscalls "
+            "(/proc/<pid>/io syscr) per upstream event.",
+            "- Ways: direct (load generator → mock, sending what Plexus sends upstream), through "
+            "Plexus, and for the passthrough rows (S1, S1-TLS, S2, S2-ev) through nginx, when "
+            "installed: one worker pinned to the gateway's CPU, upstream keep-alive, "
+            "`proxy_buffering off`, the direct request relayed unchanged.",
+            "- S1-TLS: the mock also listens with TLS (throw-away CA made at start; no session "
+            "tickets, so every new connection is a full handshake; ALPN http/1.1). The load "
+            "generator speaks TLS to the mock in the direct way; clients talk plain HTTP to "
+            "Plexus and nginx, which talk HTTPS upstream (Plexus: the provider's `ca_file`). The "
+            "mock counts accepted TLS connections; the count over each measured run is reported "
+            "beside the client connections (a pool that redoes handshakes shows ≫ 1 per "
+            "connection).",
             "- Every response is checked: 2xx, body complete, streams end with their terminal "
             "event (`data: [DONE]` / `event: message_stop`), JSON bodies carry "
-            "`choices` / `content`. A failure counts as an error and is not timed.",
+            "`choices` / `content`. A failure counts as an error and is not timed. A failing "
+            "probe (any status ≥ 400 included) or any error makes the scenario FAILED and the "
+            "exit status 1.",
             "- req/s = responses completed inside the measured window / window length.",
             "- p50/p99 = nearest-rank percentiles over requests started inside the window; "
             "added = p(Plexus) − p(direct).",
-            "- gateway CPU ms/req = Δ(utime+stime) of the gateway process tree "
+            "- CPU ms/req = Δ(utime+stime) of the gateway process tree, or of the nginx worker "
             "(/proc/<pid>/stat, sampled at the window's start and end) / responses completed "
             "in the window. For S6 that is per 2-s paced stream whose 100 events reach the "
-            "gateway one at a time (so ÷ 100 ≈ CPU per unbatched event).",
+            "gateway one at a time (so ÷ 100 ≈ CPU per unbatched event, wake-ups included).",
             "- CPU µs/event = (CPU ms/req of the stream scenario − CPU ms/req of its non-stream "
-            "base: S1 for S2, S3b for S3) × 1000 / 100 upstream events.",
-            "- Peak RSS = VmHWM of the gateway (/proc/<pid>/status) at the end of the run.", ""]
+            "base: S1 for S2 and S2-ev, S3b for S3 and S3-ev) × 1000 / 100 upstream events, for "
+            "Plexus and for nginx alike. The per-event budgets are relative and judged on the "
+            "one-event-per-write streams: relayed (S2-ev) ≤ 1.2 × nginx's S2-ev, translated "
+            "(S3-ev) ≤ 1.5 × nginx's S2-ev, in the same run; without nginx they are skipped.",
+            f"- S7: {LARGE_CLIENTS} connections send {LARGE_BODY_BYTES / 2 ** 20:g} MiB JSON "
+            "bodies (a long document as the user message) back to back, passthrough (OpenAI → "
+            "OpenAI) or translated (OpenAI client → Anthropic provider), while the closed-loop "
+            "clients send S1 requests; each phase has its own warm-up and window. Longest gap = "
+            "the longest stretch of the window without a small-request completion. The mock "
+            "does not parse large bodies (it finds model/stream by a byte search).",
+            "- Peak RSS = VmHWM of the gateway (/proc/<pid>/status), noted before S7 (the budget"
+            "'s figure) and at the end.", ""]
 
 
 def to_json(run) -> bytes:

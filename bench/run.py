@@ -1,46 +1,39 @@
-"""Bench orchestration: start the mock and Plexus, probe, measure each scenario both ways, compute.
+"""Bench orchestration: start everything, probe, measure each scenario every way, judge.
 
-Theory: one run = one machine state, so the baseline and the gateway are measured in the same run,
-scenario by scenario, DIRECT (load generator -> mock) then THROUGH Plexus (load generator ->
-Plexus -> mock). Before measuring, one probe request per scenario each way: a failing direct probe
-is a bench bug (the scenario fails); a failing Plexus probe on a translated scenario means the
-translation is not built yet, reported as "not yet" (with the answer's first bytes), not a failure.
+Theory: one run = one machine state, so the baseline, the gateway and the reference are measured
+in the same run, scenario by scenario: DIRECT (load generator -> mock), THROUGH Plexus (load
+generator -> Plexus -> mock) and, for the passthrough rows when nginx is installed, THROUGH nginx
+(load generator -> nginx -> mock). Before measuring, one probe request per scenario and way. There
+is no "not yet": every scenario exists, so a probe that fails (a status >= 400, a broken body, a
+dropped connection, a timeout) or any error while measuring makes the scenario FAILED, and any
+failed scenario makes the exit status 1.
 
-Metrics (all in results[...].metrics; budgets in scenarios.BUDGETS name these keys):
-  rps                completed responses inside the measured window / window length
-  p50/p99            nearest-rank percentiles of latency (send -> last byte); for OPEN scenarios
-                     from the scheduled send time; for PACED scenarios also of TTFB
-  ratio              Plexus / direct, for req/s, p50 and p99
-  added_p50/p99_ms   p50(Plexus) - p50(direct), p99(Plexus) - p99(direct)  (difference of
-                     percentiles); added_ttfb_p50/p99_ms the same for time to first body byte
-  cpu_ms_per_req     gateway utime+stime (process tree) between the window's start and end,
-                     / responses completed in the window
-  cpu_us_per_event   (cpu_ms_per_req(S) - cpu_ms_per_req(base of S)) * 1000 / upstream events per
-                     response (100): the streaming cost over the same request without streaming
-  gateway_cpu_util   cpu_ms_per_req * rps / 1000: share of one core the gateway used in the
-                     window (well below 1 in a closed loop = the gateway was not the bottleneck)
-  peak_rss_mib       gateway VmHWM at the end of the run
-  idle_cpu_ms_per_s  gateway CPU while idle right after start (ticks of 10 ms: coarse)
+A run: certificates (tlscerts.py) -> mock on a plain and a TLS port -> Plexus (pinned) -> nginx
+(pinned, when installed) -> the scenarios in table order (measure.py) -> metrics and budget
+verdicts (metrics.py). For a TLS scenario the mock's count of accepted TLS connections (GET
+/stats) is read around each way's measured run: the handshakes that way cost. Before the
+large-body scenario (S7) the gateway's peak RSS is noted: the RSS budget is about ordinary
+traffic, a 20 MB body legitimately needs its own memory (reported separately).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+import orjson
 
-from . import loadgen, procs, report
-from .scenarios import BUDGETS, CLOSED, OPEN, PACED, SCENARIOS, Scenario, direct_wire, \
-    plexus_config, plexus_wire
+from . import loadgen, procs, report, stack
+from .measure import PACED_STREAM_S, Side, Target, measure, measure_large
+from .metrics import compute_metrics, judge_budgets
+from .scenarios import CLOSED, LARGE, OPEN, PACED, SCENARIOS, Scenario, Wire, direct_wire, \
+    large_wires, plexus_wire
 
-PACED_STREAM_S = 2.0  # 100 events, 20 ms apart
 ROOT = str(Path(__file__).resolve().parent.parent)  # repository root: where `-m bench` resolves
 
 
@@ -55,25 +48,10 @@ class Options:
     only: tuple[str, ...] = ()
     direct_only: bool = False
     pin: bool = True
+    nginx: bool = True
     gateway_module: str = "plexus"
     soak: float = 0.0
     soak_interval: float = 10.0
-
-
-@dataclass
-class Side:
-    """One scenario measured one way."""
-
-    rps: float | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    ttfb_p50_ms: float | None = None
-    ttfb_p99_ms: float | None = None
-    samples: int = 0
-    requests: int = 0
-    errors: int = 0
-    error_samples: list[str] = field(default_factory=list)
-    cpu_ms_per_req: float | None = None
 
 
 @dataclass
@@ -81,10 +59,11 @@ class Result:
     key: str
     title: str
     kind: str
-    status: str = "ok"  # ok | not yet | failed | direct only
+    status: str = "ok"  # ok | failed | skipped | direct only
     note: str = ""
     direct: Side | None = None
     plexus: Side | None = None
+    nginx: Side | None = None
     metrics: dict = field(default_factory=dict)
 
 
@@ -93,158 +72,82 @@ class Run:
     options: Options
     machine: dict
     results: list[Result] = field(default_factory=list)
-    gateway: dict = field(default_factory=dict)  # rss_start_mib, peak_rss_mib, error
+    gateway: dict = field(default_factory=dict)  # rss_start_mib, peak_rss_mib, error, ...
+    nginx: dict = field(default_factory=dict)  # status ok|absent|disabled|failed, note, version
+    tls: dict = field(default_factory=dict)  # status ok|none, how (trustme|openssl), note
     budgets: list[dict] = field(default_factory=list)
     soak: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     started: str = ""
 
 
-def _ms(v: float | None) -> float | None:
-    return None if v is None else v * 1000.0
+_STATS = Wire(b"GET /stats HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n", None, b'"tls"')
 
 
-def _side(res: loadgen.RunResult) -> Side:
-    window = res.t_end - res.t_start
-    done = res.completed_in_window
-    s = Side(rps=done / window if window > 0 else None,
-             p50_ms=_ms(loadgen.percentile(res.latencies, 50)),
-             p99_ms=_ms(loadgen.percentile(res.latencies, 99)),
-             ttfb_p50_ms=_ms(loadgen.percentile(res.ttfbs, 50)),
-             ttfb_p99_ms=_ms(loadgen.percentile(res.ttfbs, 99)),
-             samples=len(res.latencies), requests=res.requests, errors=res.errors,
-             error_samples=list(res.error_samples))
-    if res.mark_start is not None and res.mark_end is not None and done:
-        s.cpu_ms_per_req = (res.mark_end - res.mark_start) * 1000.0 / done
-    return s
+async def _tls_accepted(env: stack.Env) -> int:
+    r = await loadgen.probe("127.0.0.1", env.mock_port, _STATS, 10.0)
+    return orjson.loads(r.body)["tls"] if r.ok else -1
 
 
-async def _measure(s: Scenario, port: int, wire, o: Options, sample) -> Side:
-    if s.kind == OPEN:
-        res = await loadgen.open_loop("127.0.0.1", port, wire, rate=s.rate,
-                                      warmup=min(o.warmup, 1.0), duration=o.open_duration,
-                                      timeout=o.timeout, sample=sample)
-    elif s.kind == PACED:
-        # Each response lasts ~2 s: no warm-up round (the probe and the earlier scenarios warmed
-        # the gateway), every request started in the window is recorded, and the first sends
-        # are spread over the window (at most one stream length) so that TTFB is not measured
-        # on a burst of simultaneous requests.
-        window = max(o.duration, 0.5)
-        res = await loadgen.closed_loop("127.0.0.1", port, wire, concurrency=o.concurrency,
-                                        warmup=0.0, duration=window, timeout=o.timeout,
-                                        sample=sample, stagger=min(window, PACED_STREAM_S))
-    else:
-        res = await loadgen.closed_loop("127.0.0.1", port, wire, concurrency=o.concurrency,
-                                        warmup=o.warmup, duration=o.duration, timeout=o.timeout,
-                                        sample=sample)
-    side = _side(res)
-    if s.kind == PACED:
-        side.rps = None  # ~2 s responses: a throughput over a few seconds means nothing
-    return side
+def _ways(s: Scenario, env: stack.Env) -> list[tuple[str, Target, object]]:
+    """(attribute of Result, target, wire or {name: wire}) for each way the scenario is measured."""
+    def wires(port: int, direct: bool):
+        if s.kind == LARGE:
+            return {"small": direct_wire(s, port) if direct else plexus_wire(s, port),
+                    **large_wires(port, direct)}
+        return direct_wire(s, port) if direct else plexus_wire(s, port)
+
+    port = env.tls_port if s.tls else env.mock_port
+    ways = [("direct", Target("direct", port, env.client_tls if s.tls else None),
+             wires(port, True))]
+    if env.gw_port is not None:
+        ways.append(("plexus", Target("Plexus", env.gw_port, None, env.gateway_sample()),
+                     wires(env.gw_port, False)))
+    if s.nginx and env.ng_port is not None:
+        port = env.ng_tls_port if s.tls else env.ng_port
+        ways.append(("nginx", Target("nginx", port, None, env.nginx_sample()), wires(port, True)))
+    return ways
 
 
-def _ratio(a, b):
-    return a / b if a is not None and b else None
-
-
-def _diff(a, b):
-    return a - b if a is not None and b is not None else None
-
-
-def compute_metrics(results: list[Result], scenarios: dict[str, Scenario]) -> None:
-    by_key = {r.key: r for r in results}
-    for r in results:
-        d, p, m = r.direct, r.plexus, r.metrics
-        if d is None or p is None:
-            continue
-        m["rps_ratio"] = _ratio(p.rps, d.rps)
-        m["p50_ratio"] = _ratio(p.p50_ms, d.p50_ms)
-        m["p99_ratio"] = _ratio(p.p99_ms, d.p99_ms)
-        m["added_p50_ms"] = _diff(p.p50_ms, d.p50_ms)
-        m["added_p99_ms"] = _diff(p.p99_ms, d.p99_ms)
-        m["added_ttfb_p50_ms"] = _diff(p.ttfb_p50_ms, d.ttfb_p50_ms)
-        m["added_ttfb_p99_ms"] = _diff(p.ttfb_p99_ms, d.ttfb_p99_ms)
-        m["cpu_ms_per_req"] = p.cpu_ms_per_req
-        if p.cpu_ms_per_req is not None and p.rps is not None:
-            m["gateway_cpu_util"] = p.cpu_ms_per_req * p.rps / 1000.0  # 1.0 = one core busy
-    for r in results:
-        s = scenarios[r.key]
-        base = by_key.get(s.base) if s.base else None
-        if base is None or not s.events:
-            continue
-        a, b = r.metrics.get("cpu_ms_per_req"), base.metrics.get("cpu_ms_per_req")
-        if a is not None and b is not None:
-            r.metrics["cpu_us_per_event"] = (a - b) * 1000.0 / s.events
-
-
-def judge_budgets(run: Run) -> None:
-    """Each budget line -> met / not met / not yet. A per-event line also needs its base scenario;
-    errors through Plexus make a line "not met" whatever its number."""
-    by_key = {r.key: r for r in run.results}
-    table = {s.key: s for s in SCENARIOS}
-    for b in BUDGETS:
-        line = {"label": b.label, "limit": b.limit, "unit": b.unit, "value": None, "note": ""}
-        run.budgets.append(line)
-        if b.scenario is None:
-            line["value"] = run.gateway.get(b.metric)
-            line["status"] = "not yet" if line["value"] is None else (
-                "met" if line["value"] <= b.limit else "not met")
-            continue
-        involved = [by_key.get(b.scenario)]
-        s = table.get(b.scenario)
-        if b.metric == "cpu_us_per_event" and s is not None and s.base:
-            involved.append(by_key.get(s.base))
-        value = involved[0].metrics.get(b.metric) if involved[0] is not None else None
-        line["value"] = value
-        missing = [k for k, r in zip((b.scenario, s.base if s else None), involved) if r is None]
-        if missing:
-            line["status"], line["note"] = "not yet", "not run: " + ", ".join(missing)
-        elif any(r.status == "not yet" for r in involved):
-            line["status"], line["note"] = "not yet", "translation not available yet"
-        elif any(r.status == "failed" for r in involved):
-            line["status"], line["note"] = "not met", "scenario failed"
-        elif any(r.plexus is not None and r.plexus.errors for r in involved):
-            line["status"], line["note"] = "not met", "errors through Plexus"
-        elif value is None:
-            line["status"] = "not yet"
-        else:
-            line["status"] = "met" if value <= b.limit else "not met"
-
-
-async def _bench(run: Run, mock_port: int, gw_port: int | None, gw_pid: int | None) -> None:
+async def _bench(run: Run, env: stack.Env) -> None:
     o = run.options
     table = {s.key: s for s in SCENARIOS}
-    chosen = [s for s in SCENARIOS if not o.only or s.key in o.only]
-    sample = (lambda: procs.cpu_seconds(procs.process_tree(gw_pid))) if gw_pid else None
-    for s in chosen:
+    for s in (s for s in SCENARIOS if not o.only or s.key in o.only):
         r = Result(s.key, s.title, s.kind)
         run.results.append(r)
-        dw = direct_wire(s, mock_port)
-        pw = plexus_wire(s, gw_port) if gw_port is not None else None
-        probes = [loadgen.probe("127.0.0.1", mock_port, dw, o.timeout)]
-        if pw is not None:  # both at once: a paced probe lasts ~2 s
-            probes.append(loadgen.probe("127.0.0.1", gw_port, pw, o.timeout))
-        probes = await asyncio.gather(*probes)
-        probe = probes[0]
-        if not probe.ok:
-            r.status, r.note = "failed", f"direct probe: {probe.reason} {probe.body[:200]!r}"
+        if s.tls and not env.tls_port:
+            r.status, r.note = "skipped", run.tls.get("note", "no TLS")
             continue
-        if pw is not None:
-            probe = probes[1]
-            if not probe.ok:
-                # an error answer (4xx/5xx) to a translated request = translation not built yet;
-                # anything else (a broken 2xx, a dropped connection, a timeout) is a failure
-                r.status = "not yet" if s.translated and probe.status >= 400 else "failed"
-                r.note = (f"probe through Plexus: {probe.reason}; "
-                          f"{probe.body[:200].decode(errors='replace')}")
-                continue
-        _progress(f"{s.key} direct")
-        r.direct = await _measure(s, mock_port, dw, o, None)
-        if gw_port is None:
+        if s.kind == LARGE and env.gw_pid:
+            mem = procs.memory_kib(procs.process_tree(env.gw_pid))
+            run.gateway["peak_rss_mib"] = mem["VmHWM"] / 1024
+        ways = _ways(s, env)
+        probes = [(t, name, loadgen.probe("127.0.0.1", t.port, w, o.timeout, tls=t.tls))
+                  for _, t, ws in ways
+                  for name, w in (ws.items() if isinstance(ws, dict) else [("", ws)])]
+        answers = await asyncio.gather(*(p for _, _, p in probes))  # at once: paced ones last 2 s
+        bad = [(t, name, a) for (t, name, _), a in zip(probes, answers) if not a.ok]
+        if bad:
+            t, name, a = bad[0]
+            r.status = "failed"
+            r.note = (f"probe {t.name}{' ' + name if name else ''}: {a.reason}; "
+                      f"{a.body[:200].decode(errors='replace')}")
+            continue
+        for attr, t, w in ways:
+            _progress(f"{s.key} {t.name}")
+            before = await _tls_accepted(env) if s.tls else 0
+            side = await (measure_large(t, w["small"], {k: v for k, v in w.items()
+                                                        if k != "small"}, o)
+                          if s.kind == LARGE else measure(s, t, w, o))
+            if s.tls:
+                r.metrics.setdefault("tls_handshakes", {})[t.name] = \
+                    await _tls_accepted(env) - before
+            setattr(r, attr, side)
+            if side.errors:
+                r.status = "failed"
+                r.note += f"{'; ' if r.note else ''}{side.errors} errors {t.name}"
+        if r.plexus is None and r.status == "ok":
             r.status = "direct only"
-            continue
-        _progress(f"{s.key} through Plexus")
-        r.plexus = await _measure(s, gw_port, pw, o, sample)
     compute_metrics(run.results, table)
 
 
@@ -285,14 +188,15 @@ async def _soak(run: Run, gw_port: int, gw_pid: int) -> None:
                          "hwm_mib": mem["VmHWM"] / 1024})
         last_ok, last_err, last_t = live.ok_count, live.errors, now
     task.result()
-    r = Result("soak", f"soak mix of {len(wires)} scenarios", CLOSED, "ok")
+    r = Result("soak", f"soak mix of {len(wires)} scenarios", CLOSED,
+               "failed" if live.errors else "ok")
     r.plexus = Side(requests=live.requests, errors=live.errors,
                     error_samples=list(live.error_samples))
     run.results.append(r)
 
 
 def _estimate(o: Options) -> float:
-    total = 30.0
+    total = 40.0
     for s in SCENARIOS:
         if o.only and s.key not in o.only:
             continue
@@ -300,9 +204,11 @@ def _estimate(o: Options) -> float:
             one = min(o.warmup, 1.0) + o.open_duration
         elif s.kind == PACED:
             one = max(o.duration, 0.5) + PACED_STREAM_S + 0.5
+        elif s.kind == LARGE:
+            one = 3 * (o.warmup + o.duration + 5.0)
         else:
             one = o.warmup + o.duration
-        total += 2 * (one + 2.0)
+        total += (3 if s.nginx else 2) * (one + 2.0)
     return total + o.soak + o.timeout
 
 
@@ -327,69 +233,38 @@ def _execute(o: Options, run: Run, gw_cpus, bench_cpus) -> tuple[Run, int]:
     bound = _estimate(o)
     t_start = time.monotonic()
     code = 0
+    env = stack.Env()
     with procs.Children() as kids, tempfile.TemporaryDirectory(prefix="plexus-bench-") as tmp:
-        mock = kids.start(procs.python_cmd("-m", "bench.mock_upstream", "--port", "0",
-                                           "--max-seconds", str(int(bound + 120))),
-                          cpus=bench_cpus, cwd=ROOT, stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE)
-        line = procs.read_ready_line(mock, 15.0)
-        if not line.startswith("READY "):
-            run.gateway["error"] = f"mock upstream did not start ({line!r})"
+        certs = stack.certificates(tmp, run)
+        why = stack.start_mock(kids, env, certs, bench_cpus, bound, ROOT)
+        if not why and not o.direct_only:
+            why = stack.start_gateway(kids, env, run, tmp, gw_cpus, ROOT)
+            if not why and not o.soak:
+                stack.start_nginx(kids, env, run, tmp, gw_cpus)
+        if why:
+            run.gateway["error"] = why
             return run, 2
-        mock_port = int(line.split()[1])
-        gw_port = gw_pid = None
-        log_path = os.path.join(tmp, "gateway.log")
-        if not o.direct_only:
-            gw_port = procs.free_port()
-            cfg = os.path.join(tmp, "plexus.yaml")
-            with open(cfg, "w") as f:
-                yaml.safe_dump(plexus_config(gw_port, mock_port), f, sort_keys=False)
-            with open(log_path, "wb") as log:
-                gw = kids.start(procs.python_cmd("-m", o.gateway_module, "--config", cfg, "--host",
-                                                 "127.0.0.1", "--port", str(gw_port),
-                                                 "--log-level", "warning"),
-                                cpus=gw_cpus, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=log)
-            why = procs.wait_health(gw, gw_port, 20.0)
-            if why:
-                run.gateway["error"] = why + "; log tail: " + _tail(log_path)
-                return run, 2
-            gw_pid = gw.pid
-            mem = procs.memory_kib(procs.process_tree(gw_pid))
-            run.gateway["rss_start_mib"] = mem["VmRSS"] / 1024
-            idle = 0.3 if o.quick else 1.0  # CPU an idle gateway burns (timers, polling)
-            c0 = procs.cpu_seconds(procs.process_tree(gw_pid))
-            time.sleep(idle)
-            c1 = procs.cpu_seconds(procs.process_tree(gw_pid))
-            run.gateway["idle_cpu_ms_per_s"] = (c1 - c0) * 1000.0 / idle
         try:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(asyncio.wait_for(
-                    _soak(run, gw_port, gw_pid) if o.soak and gw_pid else
-                    _bench(run, mock_port, gw_port, gw_pid), bound))
+                    _soak(run, env.gw_port, env.gw_pid) if o.soak and env.gw_pid else
+                    _bench(run, env), bound))
         except asyncio.TimeoutError:
             run.gateway["error"] = f"bench exceeded its time bound ({bound:.0f} s)"
             code = 2
-        if gw_pid:
-            mem = procs.memory_kib(procs.process_tree(gw_pid))
-            run.gateway["peak_rss_mib"] = mem["VmHWM"] / 1024
+        gw = run.gateway.pop("proc", None)
+        log_path = run.gateway.pop("log", "")
+        if env.gw_pid:
+            mem = procs.memory_kib(procs.process_tree(env.gw_pid))
+            key = "peak_rss_large_mib" if "peak_rss_mib" in run.gateway else "peak_rss_mib"
+            run.gateway[key] = mem["VmHWM"] / 1024
             run.gateway["rss_end_mib"] = mem["VmRSS"] / 1024
-            if gw.poll() is not None:
-                run.gateway["error"] = f"gateway exited ({gw.returncode}); log: {_tail(log_path)}"
+            if gw is not None and gw.poll() is not None:
+                run.gateway["error"] = (f"gateway exited ({gw.returncode}); log: "
+                                        f"{stack.tail(log_path)}")
                 code = 2
     judge_budgets(run)
     run.seconds = time.monotonic() - t_start
-    for r in run.results:
-        if r.status == "failed" or any(side is not None and side.errors
-                                       for side in (r.direct, r.plexus)):
-            code = code or 1
+    if run.nginx.get("status") == "failed" or any(r.status == "failed" for r in run.results):
+        code = code or 1
     return run, code
-
-
-def _tail(path: str, n: int = 1500) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return ""
-    return data[-n:].decode(errors="replace").strip()
