@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int | None:
     app = import_module("plexus.app")
     try:
         return app.run(config, host=host, port=port)
+    except ConfigError as e:  # found while building the upstream side (e.g. a ca_file that is no PEM)
+        return _fail(f"config error: {e}")
     except KeyboardInterrupt:
         return 130
 

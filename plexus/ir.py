@@ -208,7 +208,7 @@ class EncoderOutput:
     and set `_done` at end()/error(); `take()` hands the bytes out, `close()` ends a stream
     whose upstream never finished with the dialect's error event (through `self.error`)."""
 
-    __slots__ = ("_out", "_done")
+    __slots__ = ("_out", "_done", "failure")  # failure: the message of the error event written, if any
 
     def take(self) -> bytes:
         if not self._out:

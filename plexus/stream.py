@@ -77,7 +77,7 @@ def _on_a_line(buf: bytes, value: bytes, field: bytes, i: int) -> bool:
 
 class Passthrough:
     __slots__ = ("dialect", "_rules", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
-                 "_array")
+                 "_array", "_failure")
 
     def __init__(self, dialect: str, gemini_sse: bool = True) -> None:
         self.dialect = dialect
@@ -88,7 +88,13 @@ class Passthrough:
         self._pending = False        # the buffer ended between the finish key and its value
         self._finishing = False      # the finish key was seen, its line has not ended yet
         self.done = False
+        self._failure = None
         self._array = ArrayRelay(MAX_EVENT_BYTES) if dialect == "gemini" and not gemini_sse else None
+
+    @property
+    def failure(self) -> str | None:
+        """After close()/fail(): the message of the error event we appended (None: ended cleanly)."""
+        return self._array.failure if self._array is not None else self._failure
 
     def feed(self, chunk: bytes) -> bytes:
         if self._array is not None:
@@ -176,6 +182,7 @@ class Passthrough:
         if self.done:
             return b""
         self.done = True
+        self._failure = err.message
         ev = stream_error_event(err, self.dialect)
         t = self._tail
         if t == b"\n" or t.endswith(_EVENT_END):     # at an event boundary
@@ -203,6 +210,11 @@ class Translator:
     def feed(self, chunk: bytes) -> bytes:
         self._feed(chunk)
         return self._take()
+
+    @property
+    def failure(self) -> str | None:
+        """After close()/fail(): the message of the error event written (None: ended cleanly)."""
+        return self.enc.failure
 
     def close(self) -> bytes:
         if self._closed:

@@ -174,3 +174,21 @@ def test_config_error_in_process(fake_app, tmp_path, capsys):
     assert err == f"plexus: config error: {bad}: providers.bare.type: unknown provider type 'Bard' " \
                   "(expected one of OpenAI, Anthropic, Gemini)\n"
     assert not fake_app
+
+
+def test_bad_ca_file_and_tls_warnings_at_startup(tmp_path):
+    """A ca_file that holds no certificate stops startup with the config line (no traceback);
+    tls_verify: false is warned about by provider name; a proxy is named by host:port only."""
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    text = GOOD.replace('keyed: {type: OpenAI, api_base_url: "http://127.0.0.1:9/v1"',
+                        f'keyed: {{type: OpenAI, ca_file: "{tmp_path / "bad.pem"}", api_base_url: "https://127.0.0.1:9/v1"')
+    (tmp_path / "c.yaml").write_text(text)
+    r = run_cli(["--config", "c.yaml", "--port", "0", "--host", "127.0.0.1"], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "config error:" in r.stderr and "providers.keyed.ca_file" in r.stderr
+    text = GOOD.replace('api_key: sk-x,', 'api_key: sk-x, tls_verify: false, proxy: "http://u:pw-x@10.9.9.9:3128",')
+    (tmp_path / "w.yaml").write_text(text)
+    r = run_cli(["--config", "w.yaml", "--log-level", "info"], tmp_path, fake_app=True)
+    assert r.returncode == 0, r.stderr
+    assert "provider 'keyed' has tls_verify: false" in r.stderr
+    assert "10.9.9.9:3128" in r.stderr and "pw-x" not in r.stderr

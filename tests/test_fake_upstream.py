@@ -14,8 +14,16 @@ import threading
 import httpx
 import pytest
 
-from fake_upstream import (DEFAULT_PIECES, DEFAULT_TEXT, Reply, anthropic_error, gemini_sse,
+from fake_upstream import (DEFAULT_PIECES, DEFAULT_TEXT, FakeUpstream, Reply, anthropic_error, gemini_sse,
                            openai_error, openai_stream, parse_sse)
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """The fake's own wire behaviour is the same with or without TLS: test it in plain HTTP
+    (overrides the session fixture that runs the e2e suites over both)."""
+    with FakeUpstream() as f:
+        yield f
 
 
 @pytest.fixture

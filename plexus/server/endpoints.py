@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 import orjson
 
+from ..dialects.gemini.request import model_path
 from ..splice import replace_model
 from ..upstream.call import mapped
 
@@ -102,7 +102,7 @@ class ProviderRuntime:
         value replaced (Gemini: the model is in the URL, the body goes as is)."""
         if dialect == "gemini":
             method = "streamGenerateContent" if stream else "generateContent"
-            url = f"{self.base_url}/models/{quote(model, safe='-._~')}:{method}"
+            url = f"{self.base_url}/{model_path(model)}:{method}"
             return (url + "?alt=sse" if stream and gem_sse else url), raw
         out = replace_model(raw, model, body)
         if dialect == "openai":

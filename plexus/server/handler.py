@@ -213,7 +213,7 @@ class Gateway:
 
     async def _upstream_error(self, resp, up, rt, dialect: str, passthrough: bool, marks) -> None:
         prov = rt.provider
-        data = await read_all(up, prov, MAX_ERROR_BODY)
+        data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
         if rt.key_bytes and rt.key_bytes in data:  # a provider that echoes our key back: never relay it
             data = data.replace(rt.key_bytes, b"[redacted]")
         status = up.status_code
@@ -239,7 +239,7 @@ class Gateway:
         ctype = _content_type(up.raw_headers)
         expect_sse = not (ctx is None and dialect == "gemini" and not gem_sse)  # else a JSON array
         if expect_sse and "event-stream" not in ctype:
-            data = await read_all(up, prov, MAX_ERROR_BODY)
+            data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
             raise from_upstream(502, data, None, prov.name) if b"error" in data else GatewayError(
                 502, f"provider '{prov.name}' answered a stream request with '{ctype or 'no content-type'}'",
                 "bad_gateway")
@@ -261,7 +261,6 @@ class Gateway:
         resp.start(200 if ctx is not None else up.status_code, headers, out)
         write = resp.write
         last = b""
-        failure = None
         try:
             if pending is not None:
                 raise pending
@@ -275,17 +274,13 @@ class Gateway:
                                 break
                             await write(out)
             tail = tr.close()
-            if tail:  # the upstream ended before its finish: close() wrote the error event
-                failure = "upstream stream ended early"
         except GatewayError as e:
             tail = tr.fail(e)
-            failure = e.message
         except Exception as e:  # a translator bug must still end the stream properly
             log.exception("stream translation failed")
             tail = tr.fail(GatewayError(502, f"stream translation failed: {type(e).__name__}", "bad_gateway"))
-            failure = "stream translation failed"
         resp.end(last + tail if tail else last)
-        return failure
+        return tr.failure  # the message of the error event that ended the stream, else None
 
 
 def _warn(provider: str, model: str, status: int, seconds: float, message: str) -> None:

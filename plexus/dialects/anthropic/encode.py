@@ -241,7 +241,7 @@ _MSG_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 class StreamEncoder:
     """ir.Sink -> Anthropic client SSE bytes (see the module docstring)."""
 
-    __slots__ = ("_ctx", "_out", "_wrap", "_started", "_done", "_n", "_open", "_idx", "_prefix",
+    __slots__ = ("failure", "_ctx", "_out", "_wrap", "_started", "_done", "_n", "_open", "_idx", "_prefix",
                  "_signed", "_tool", "_pending", "_seen", "_stop", "_stop_seq", "_usage", "_tools", "_final")
 
     def __init__(self, ctx: ir.Context) -> None:
@@ -250,6 +250,7 @@ class StreamEncoder:
         self._wrap = ctx.extra.get("upstream") == "gemini"
         self._started = False
         self._done = False
+        self.failure = None       # the message of the error event written, if any
         self._n = 0                  # next block index
         self._open = _NONE           # kind of the open block
         self._idx = 0                # its index
@@ -428,4 +429,5 @@ class StreamEncoder:
             return
         if not isinstance(err, GatewayError):
             err = GatewayError(502, str(err) or "upstream stream failed", "bad_gateway")
+        self.failure = err.message
         self._terminate(stream_error_event(err, "anthropic"))

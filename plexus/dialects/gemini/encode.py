@@ -185,6 +185,7 @@ class StreamEncoder(ir.EncoderOutput):
         self._n = 0                 # chunks written (array mode: "[" before the first)
         self._started = False
         self._done = False          # end() or error() was called
+        self.failure = None       # the message of the error event written, if any
         self._head = b""
         self._tail = b""
         self._text_head = b""       # SSE: head + '{"text":' (a text chunk is 3 parts: no concat)
@@ -303,6 +304,7 @@ class StreamEncoder(ir.EncoderOutput):
         self._done = True
         if not isinstance(err, GatewayError):
             err = GatewayError(502, str(err) or "upstream error", "bad_gateway")
+        self.failure = err.message
         body = orjson.dumps(error_object(err, "gemini"))
         if self._sse:
             self._out.append(b"data: " + body + b"\r\n\r\n")

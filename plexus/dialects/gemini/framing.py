@@ -144,7 +144,7 @@ class ArrayRelay:
     """Passthrough of the Gemini JSON-array stream body (see the module docstring):
     feed(chunk) -> bytes for the client now, close() / fail(err) -> the final bytes."""
 
-    __slots__ = ("_split", "_held", "_sent", "finished", "done")
+    __slots__ = ("_split", "_held", "_sent", "finished", "done", "failure")
 
     def __init__(self, max_bytes: int) -> None:
         self._split = ArraySplitter(max_bytes)
@@ -152,6 +152,7 @@ class ArrayRelay:
         self._sent = False        # an object was forwarded (the client has `[{...}`)
         self.finished = False     # an object with finishReason (or an error) was forwarded
         self.done = False
+        self.failure = None       # the message of the error object appended, if any
 
     def feed(self, chunk: bytes) -> bytes:
         if self.done or not chunk:
@@ -189,5 +190,6 @@ class ArrayRelay:
         self._held = b""
         if self.finished:
             return b"\n]"
+        self.failure = err.message
         body = orjson.dumps(error_object(err, "gemini"))
         return (b",\r\n" if self._sent else b"[") + body + b"]"

@@ -162,6 +162,7 @@ class StreamEncoder(ir.EncoderOutput):
         self._usage = ir.Usage()
         self._finished = False
         self._done = False
+        self.failure = None       # the message of the error event written, if any
         self._wrap_sig = ctx.extra.get("upstream") == "gemini"
         self._usage_null = b',"usage":null' if ctx.include_usage else b""
         self._tb: bytes | None = None    # the open thinking block's thinking_blocks prefix
@@ -284,4 +285,5 @@ class StreamEncoder(ir.EncoderOutput):
         self._done = self._finished = True
         if not isinstance(err, GatewayError):
             err = GatewayError(502, str(err) or "upstream error", "bad_gateway")
+        self.failure = err.message
         self._out.append(stream_error_event(err, "openai"))
