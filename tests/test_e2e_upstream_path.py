@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fake_upstream import CLIENT_KEY, Reply, openai_chunk, sse_data
+from fake_upstream import (CLIENT_KEY, DEFAULT_TEXT, USAGE_OUT, Reply, anthropic_stream, openai_chunk,
+                           openai_stream, sse_data)
 from plexus.server.endpoints import FORWARDED_HEADERS, FORWARDED_QUERY
 
 API_MD = Path(__file__).resolve().parent.parent / "plexus" / "API.md"
@@ -167,3 +168,44 @@ def test_upstream_failures_are_logged_at_warning(fake, plexus, http):
     assert re.search(r"WARNING .*upstream failure: provider=f_dead model=dead status=502 duration=\d", log), log
     assert re.search(r"upstream failure: provider=f_openai model=up-gpt status=503", log), log
     assert re.search(r"upstream failure: provider=f_openai model=up-gpt status=200 duration=.*: .*(ended early|incomplete)", log), log
+
+
+# ---------------------------------------------------------------- streams that end without a marker
+
+def _openai_no_done(space: bool | None):
+    chunks = openai_stream("up-gpt", include_usage=True)
+    if space is None:
+        return chunks[:-1]  # finish chunk + usage chunk, then EOF (vLLM, llama.cpp, Ollama, OpenRouter)
+    return chunks[:-1] + ([b"data: [DONE]\n\n"] if space else [b"data:[DONE]\n\n"])
+
+
+@pytest.mark.parametrize("ending", [None, False])
+def test_openai_sdk_accepts_streams_ended_the_compatible_servers_way(fake, openai_client, anthropic_client,
+                                                                     ending):
+    fake.script(Reply.sse(_openai_no_done(ending)))
+    chunks = list(openai_client.chat.completions.create(model="gpt", messages=MSGS, stream=True,
+                                                        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == DEFAULT_TEXT
+    assert chunks[-1].usage.completion_tokens == USAGE_OUT
+    fake.script(Reply.sse(_openai_no_done(ending)))  # translated: Anthropic client, OpenAI provider
+    with anthropic_client.messages.stream(model="gpt", max_tokens=50, messages=MSGS) as s:
+        final = s.get_final_message()
+    assert final.content[0].text == DEFAULT_TEXT and final.stop_reason == "end_turn"
+
+
+def test_anthropic_stream_without_message_stop_is_complete(fake, openai_client, anthropic_client):
+    fake.script(Reply.sse(anthropic_stream("up-claude")[:-1]))
+    with anthropic_client.messages.stream(model="claude", max_tokens=50, messages=MSGS) as s:
+        assert s.get_final_message().content[0].text == DEFAULT_TEXT
+    fake.script(Reply.sse(anthropic_stream("up-claude")[:-1]))
+    chunks = list(openai_client.chat.completions.create(model="claude", messages=MSGS, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == DEFAULT_TEXT
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_stream_cut_before_its_finish_is_an_error_for_the_sdk(fake, openai_client):
+    import openai
+
+    fake.script(Reply.sse(openai_stream("up-gpt")[:3]))  # role + two pieces, then EOF: no finish
+    with pytest.raises(openai.APIError, match="ended early"):
+        list(openai_client.chat.completions.create(model="gpt", messages=MSGS, stream=True))
