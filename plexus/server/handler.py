@@ -26,6 +26,7 @@ x-plexus-* headers, the error mappers) is computed once per provider in `Provide
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -44,6 +45,7 @@ from .messages import Request
 log = logging.getLogger("plexus")
 
 _JSON = (b"content-type", b"application/json")
+_LARGE_BODY = 1 << 20  # bodies above this yield to the loop between parsing and the rest of the work
 _REQUIRED = {"openai": "messages", "anthropic": "messages", "gemini": "contents"}
 _GEMINI_PREFIXES = (b"/v1beta/models/", b"/v1/models/")
 _GEMINI_METHODS = {b"generateContent": False, b"streamGenerateContent": True}
@@ -130,6 +132,8 @@ class Gateway:
             raise invalid(f"request body is not valid JSON: {e}") from None
         if not isinstance(body, dict):
             raise invalid("request body must be a JSON object")
+        if len(req.body) > _LARGE_BODY:  # a multi-MB parse just ran: let other clients go first
+            await asyncio.sleep(0)
         query = dict(parse_qsl(req.query.decode("latin-1"))) if req.query else {}
         if dialect == "gemini":
             model, stream = gem_model, gem_stream
