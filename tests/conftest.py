@@ -24,7 +24,7 @@ from fake_upstream import CLIENT_KEY, FakeUpstream
 MAX_BODY = 1024 * 1024  # server.max_body_bytes in the test config (413 tests)
 
 CONFIG = """\
-server: {{host: 127.0.0.1, port: {port}, max_body_bytes: {max_body}}}
+server: {{host: 127.0.0.1, port: {port}, max_body_bytes: {max_body}, write_timeout: 2}}
 providers:
   f_openai: {{type: OpenAI, api_base_url: "{f}/v1", api_key: sk-up-openai, models: [up-gpt, up-gpt-2], headers: {{X-Provider-Extra: from-config}}{tls}}}
   f_anthropic: {{type: Anthropic, api_base_url: "{f}/v1", api_key: sk-up-anthropic, models: [up-claude]{tls}}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import h11
@@ -237,3 +238,34 @@ def test_client_disconnect_while_waiting_closes_upstream(fake, raw):
     c.close()
     assert req.closed.wait(3), "Plexus kept waiting on the upstream after its client left"
     assert req.closed_by_peer
+
+
+@pytest.mark.parametrize("alias", ["gpt", "claude"])  # relayed, and translated to an OpenAI client
+def test_client_that_reads_nothing_is_cut_after_write_timeout_and_upstream_released(fake, raw, alias):
+    """server.write_timeout is 2 s in the test config. The client asks for a ~20 MB stream and
+    never reads: Plexus pauses the upstream while the client's buffers are full, then after the
+    write timeout drops the client and closes the upstream connection (it is never pooled)."""
+    from fake_upstream import anthropic_stream
+
+    pad = "x" * 65536
+    if alias == "gpt":
+        chunks = openai_stream("up-gpt", pieces=[pad] * 300)
+    else:
+        chunks = anthropic_stream("up-claude", pieces=[pad] * 300)
+    reply = Reply.sse(chunks)
+    fake.script(reply)
+    c = raw()
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    body = json.dumps({"model": alias, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                       "max_tokens": 10}).encode()
+    c.send(post("/v1/chat/completions", body))
+    req = fake.wait_requests(1)[0]
+    started = time.monotonic()
+    assert req.closed.wait(10), "Plexus held the upstream for a client that reads nothing"
+    assert req.closed_by_peer and time.monotonic() - started >= 1.5  # not before the write timeout
+    c.sock.settimeout(5)  # and the client's connection is gone: what it can still read ends in EOF/reset
+    try:
+        while c.sock.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        pass

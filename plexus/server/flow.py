@@ -17,7 +17,7 @@ __all__ = ["FlowControl"]
 
 
 class FlowControl:
-    __slots__ = ("_transport", "read_paused", "write_paused", "_writable")
+    __slots__ = ("_transport", "read_paused", "write_paused", "_writable", "on_writable")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -25,6 +25,7 @@ class FlowControl:
         self.write_paused = False
         # Created on the first pause only: most connections are never paused.
         self._writable: asyncio.Event | None = None
+        self.on_writable = None  # called once at the next resume_writing (push-mode relays)
 
     async def drain(self) -> None:
         """Return once writing is allowed (at once if it is not paused)."""
@@ -57,3 +58,7 @@ class FlowControl:
             self.write_paused = False
             if self._writable is not None:
                 self._writable.set()
+        hook = self.on_writable
+        if hook is not None:
+            self.on_writable = None
+            hook()

@@ -39,6 +39,7 @@ from ..errors import GatewayError, from_upstream, invalid, render
 from ..routing import Router
 from ..stream import DECODE, ENCODE, REQUEST, Passthrough, Translator, content_type
 from ..upstream.call import MAX_ERROR_BODY, open_upstream, read_all
+from ..upstream.transport import RawResponse
 from .endpoints import ProviderRuntime, models_response, guess_dialect
 from .messages import Request
 
@@ -263,28 +264,46 @@ class Gateway:
             except Exception as e:  # handled below, as for any chunk, once the response started
                 pending = e
         resp.start(200 if ctx is not None else up.status_code, headers, out)
-        write = resp.write
-        last = b""
+        last = []
         try:
             if pending is not None:
                 raise pending
             with rt.map_stream:
                 if not up.at_end():
-                    async for chunk in up:
-                        out = tr.feed(chunk)
-                        if out:
-                            if up.at_end():
-                                last = out
-                                break
-                            await write(out)
+                    if type(up) is RawResponse:
+                        await up.pipe(_relay(tr.feed, resp, up, last))
+                    else:  # another httpx transport (tests): pull the chunks
+                        async for chunk in up:
+                            out = tr.feed(chunk)
+                            if out:
+                                await resp.write(out)
             tail = tr.close()
         except GatewayError as e:
             tail = tr.fail(e)
         except Exception as e:  # a translator bug must still end the stream properly
             log.exception("stream translation failed")
             tail = tr.fail(GatewayError(502, f"stream translation failed: {type(e).__name__}", "bad_gateway"))
+        last = last[0] if last else b""
         resp.end(last + tail if tail else last)
         return tr.failure  # the message of the error event that ended the stream, else None
+
+
+def _relay(feed, resp, up, last: list):
+    """The body callback of a piped upstream stream: runs inside the upstream connection's
+    data_received, so each event costs one translator feed and one client write, no task switch.
+    The last piece is kept in ``last`` to leave with the end of the stream in one write. A client
+    that stops reading pauses the upstream until it drains (or write_timeout cuts it off)."""
+    write = resp.write_nowait
+
+    def on_body(chunk: bytes, end: bool) -> None:
+        out = feed(chunk)
+        if out:
+            if end:
+                last.append(out)
+            elif write(out):
+                up.pause_reading()
+                resp.when_writable(up.resume_reading)
+    return on_body
 
 
 def _warn(provider: str, model: str, status: int, seconds: float, message: str) -> None:

@@ -126,6 +126,35 @@ class Response:
         elif mode == _RAW:
             self._transport.write(data)
 
+    def write_nowait(self, data: bytes) -> bool:
+        """Write one chunk now, from a callback (no await); True when the client's transport has
+        paused writing: the caller should stop producing and call ``when_writable``."""
+        if self._proto.closing:
+            return False
+        mode = self._mode
+        if mode == _CHUNKED:
+            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        elif mode == _RAW:
+            self._transport.write(data)
+        elif mode == _NONE:
+            raise RuntimeError("write_nowait() outside a started, unfinished streamed response")
+        return self._flow.write_paused
+
+    def when_writable(self, resume) -> None:
+        """Call ``resume()`` once the client drained its buffer; if it reads nothing for
+        ``write_timeout``, the connection is aborted instead (which cancels the handler)."""
+        proto = self._proto
+        timer = self.loop.call_later(proto._limits.write_timeout, proto._abort_stalled)
+
+        def writable() -> None:
+            timer.cancel()
+            if not proto.closing:
+                resume()
+        self._flow.on_writable = writable
+        if not self._flow.write_paused:  # drained in the meantime
+            self._flow.on_writable = None
+            writable()
+
     def end(self, data: bytes = b"") -> None:
         """Finish a streamed response; ``data``, a last piece of body, goes out in the same write as the
         end of the body (without waiting on backpressure: it is one piece, the transport buffers it)."""

@@ -15,6 +15,11 @@ Theory
   on the transport's socket; poll gives the same answer in one syscall without one.)
 * ``Watchdog``: a call_later per read costs ~10 us on uvloop, so a waiting read records its deadline
   in a set and one timer per loop, armed for the earliest deadline, expires the overdue reads.
+* Push mode (``sink``): while a response body is piped (``transport.RawResponse.pipe``), the
+  callbacks hand each chunk straight to ``sink(data)`` instead of queueing it and waking a task:
+  ``sink(b"")`` is the end of input (EOF or loss; ``exc`` says which), ``sink(None)`` the watchdog's
+  timeout. A relayed stream event then costs one callback, not a future, a task step and a loop
+  pass.
 """
 
 from __future__ import annotations
@@ -76,6 +81,9 @@ class Watchdog:
         for conn in list(self.waiting):
             if conn.deadline <= now:
                 self.waiting.discard(conn)
+                if conn.sink is not None:
+                    conn.sink(None)
+                    continue
                 w = conn.waiter
                 if w is not None and not w.done():
                     w.set_result(False)
@@ -95,7 +103,7 @@ class Conn(asyncio.Protocol):
     """One upstream connection. The callbacks record. ``read()`` is the single consumer."""
 
     __slots__ = ("key", "loop", "registry", "watchdog", "transport", "chunks", "buffered", "paused",
-                 "waiter", "deadline", "closed", "exc", "got", "idle_since", "fd")
+                 "waiter", "deadline", "closed", "exc", "got", "idle_since", "fd", "sink")
 
     def __init__(self, key, loop, registry: set, watchdog: Watchdog) -> None:
         self.key, self.loop, self.registry, self.watchdog = key, loop, registry, watchdog
@@ -110,6 +118,7 @@ class Conn(asyncio.Protocol):
         self.got = False  # any byte received since the current request was written
         self.idle_since = 0.0
         self.fd = -1  # the TCP socket's descriptor, for dead(); valid while the transport is not closing
+        self.sink = None  # push mode: called with each chunk (b"" at the end, None on timeout)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -127,6 +136,10 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got = True
+        sink = self.sink
+        if sink is not None:
+            sink(data)
+            return
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > HIGH_WATER and not self.paused:
@@ -136,6 +149,8 @@ class Conn(asyncio.Protocol):
 
     def eof_received(self) -> None:
         self.closed = True
+        if self.sink is not None:
+            self.sink(b"")
         self._wake()  # returning None lets the transport close itself
 
     def connection_lost(self, exc) -> None:
@@ -143,6 +158,8 @@ class Conn(asyncio.Protocol):
         if exc is not None and self.exc is None:
             self.exc = exc
         self.registry.discard(self)
+        if self.sink is not None:
+            self.sink(b"")
         self._wake()
 
     def _wake(self) -> None:

@@ -70,7 +70,7 @@ class RawResponse(httpx.AsyncByteStream):
     """
 
     __slots__ = ("_conn", "_parser", "_first", "_timeout", "_request", "_owner", "status_code",
-                 "raw_headers", "http_version", "reason_phrase")
+                 "raw_headers", "http_version", "reason_phrase", "_on_body", "_done", "_held")
 
     def __init__(self, owner, conn, parser, first: bytes, timeout, request) -> None:
         self._owner, self._conn, self._parser = owner, conn, parser
@@ -79,6 +79,107 @@ class RawResponse(httpx.AsyncByteStream):
         self.raw_headers: list[tuple[bytes, bytes]] = parser.headers  # (name as sent, value)
         self.http_version = parser.version
         self.reason_phrase = parser.reason
+        self._on_body = self._done = None  # pipe(): the body callback and the end future
+        self._held = False  # pipe(): reading paused by the consumer
+
+    # ---- push mode: the body delivered from the connection's callbacks (no task per chunk)
+
+    def pipe(self, on_body) -> asyncio.Future:
+        """Deliver the rest of the body as ``on_body(data, end)`` calls made from the connection's
+        own callbacks (``end``: this is the last piece); the returned future resolves when the body
+        ended, or fails with the httpx error (read timeout, cut, malformed) or with whatever
+        ``on_body`` raised. The connection is released or aborted exactly as by iteration. Bytes
+        from ``ready_chunk()`` are not repeated. ``pause_reading``/``resume_reading`` hold the
+        upstream while the consumer cannot take more (its read timeout does not run meanwhile)."""
+        conn = self._conn
+        done = self._done = (conn.loop if conn is not None else asyncio.get_running_loop()).create_future()
+        self._on_body = on_body
+        if conn is None:
+            done.set_result(None)
+            return done
+        while conn.chunks and self._conn is not None:
+            self._push(conn.pop())
+        if self._conn is None:
+            return done
+        if conn.paused:  # the queue had filled up before the pipe started
+            conn.paused = False
+            conn.transport.resume_reading()
+        if conn.closed:
+            self._push(b"")
+            return done
+        conn.sink = self._push
+        if self._timeout is not None:
+            conn.deadline = conn.loop.time() + self._timeout
+            conn.watchdog.add(conn)
+        return done
+
+    def _push(self, data) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        parser = self._parser
+        try:
+            if data:
+                out = parser.feed(data)
+            elif data is None:
+                raise TimedOut()
+            else:
+                if conn.exc is not None:
+                    raise conn.exc
+                parser.feed_eof()
+                out = b""
+        except BaseException as exc:
+            self._stop(conn, _to_httpx(exc, self._request) if isinstance(exc, Exception) else exc)
+            return
+        if parser.done:
+            self._conn = None
+            conn.sink = None
+            conn.watchdog.waiting.discard(conn)
+            self._owner._finish(conn, parser)
+            if out:
+                try:
+                    self._on_body(out, True)
+                except BaseException as exc:
+                    if not self._done.done():
+                        self._done.set_exception(exc)
+                    return
+            if not self._done.done():
+                self._done.set_result(None)
+            return
+        if self._timeout is not None and not self._held:
+            conn.deadline = conn.loop.time() + self._timeout
+        if out:
+            try:
+                self._on_body(out, False)
+            except BaseException as exc:
+                self._stop(conn, exc)
+
+    def _stop(self, conn, exc: BaseException) -> None:
+        self._conn = None
+        conn.sink = None
+        conn.watchdog.waiting.discard(conn)
+        conn.abort()
+        done = self._done
+        if done is not None and not done.done():
+            done.set_exception(exc)
+
+    def pause_reading(self) -> None:
+        conn = self._conn
+        if conn is not None and not self._held:
+            self._held = True
+            conn.watchdog.waiting.discard(conn)  # waiting on our consumer, not on the upstream
+            if not conn.closed:
+                conn.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        conn = self._conn
+        if conn is not None and self._held:
+            self._held = False
+            if not conn.closed:
+                conn.transport.resume_reading()
+            if self._timeout is not None:
+                conn.deadline = conn.loop.time() + self._timeout
+                conn.watchdog.add(conn)
 
     def __aiter__(self):
         return self
@@ -144,6 +245,8 @@ class RawResponse(httpx.AsyncByteStream):
         conn = self._conn
         if conn is not None:  # closed before the end: the connection's state is unknown
             self._conn = None
+            conn.sink = None
+            conn.watchdog.waiting.discard(conn)
             conn.abort()
 
     def __del__(self) -> None:  # dropped without aclose(): never leak the socket
