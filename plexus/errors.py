@@ -1,15 +1,16 @@
-"""The one exception tree of the gateway, and its rendering in each client dialect.
+"""The one exception tree of the gateway.
 
 Every failure the gateway reports is a `GatewayError` carrying an HTTP status and a
 dialect-neutral `kind`. It is raised anywhere (request parsing, routing, upstream calls,
-translators) and rendered exactly once, at the edge, in the caller's dialect:
+translators) and rendered exactly once, at the edge, in the caller's dialect. The wire shape
+belongs to the dialect (its encoder's `error_object` / `error_event`, reached through its
+registry record: `registry.get(d).render_error(err)` / `.stream_error_event(err)`):
 
 - OpenAI:    {"error": {"message", "type", "param", "code"}}
 - Anthropic: {"type": "error", "error": {"type", "message"}}
 - Gemini:    {"error": {"code", "message", "status"}}
 
-`stream_error_event(err, dialect)` gives the same error as the SSE event that ends a stream
-which already started (OpenAI: a final `data: {"error":...}`; Anthropic: `event: error`).
+`render`, `error_object` and `stream_error_event` below do the same for a dialect name.
 
 `from_upstream(status, body, headers)` turns an upstream error answer (any dialect) into a
 GatewayError that keeps the status and the `retry-after` header.
@@ -42,59 +43,15 @@ STATUS_KIND = {
     503: "unavailable", 504: "timeout", 529: "overloaded",
 }
 
-_OPENAI_TYPE = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "authentication_error",
-    "billing": "insufficient_quota",
-    "permission": "permission_error",
-    "not_found": "invalid_request_error",
-    "request_too_large": "invalid_request_error",
-    "rate_limit": "rate_limit_error",
-    "api_error": "server_error",
-    "bad_gateway": "server_error",
-    "unavailable": "server_error",
-    "timeout": "server_error",
-    "overloaded": "server_error",
-}
-
-# https://docs.anthropic.com/en/api/errors
-_ANTHROPIC_TYPE = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "authentication_error",
-    "billing": "billing_error",
-    "permission": "permission_error",
-    "not_found": "not_found_error",
-    "request_too_large": "request_too_large",
-    "rate_limit": "rate_limit_error",
-    "api_error": "api_error",
-    "bad_gateway": "api_error",
-    "unavailable": "overloaded_error",
-    "timeout": "timeout_error",
-    "overloaded": "overloaded_error",
-}
-
-# google.rpc.Code names as the Gemini API reports them
-_GEMINI_STATUS = {
-    "invalid_request": "INVALID_ARGUMENT",
-    "authentication": "UNAUTHENTICATED",
-    "billing": "FAILED_PRECONDITION",
-    "permission": "PERMISSION_DENIED",
-    "not_found": "NOT_FOUND",
-    "request_too_large": "INVALID_ARGUMENT",
-    "rate_limit": "RESOURCE_EXHAUSTED",
-    "api_error": "INTERNAL",
-    "bad_gateway": "UNAVAILABLE",
-    "unavailable": "UNAVAILABLE",
-    "timeout": "DEADLINE_EXCEEDED",
-    "overloaded": "UNAVAILABLE",
-}
-
-_ANTHROPIC_TYPE_KIND = {v: k for k, v in _ANTHROPIC_TYPE.items() if k not in ("bad_gateway", "unavailable")}
-_GEMINI_STATUS_KIND = {
-    "INVALID_ARGUMENT": "invalid_request", "FAILED_PRECONDITION": "invalid_request",
-    "UNAUTHENTICATED": "authentication", "PERMISSION_DENIED": "permission",
-    "NOT_FOUND": "not_found", "RESOURCE_EXHAUSTED": "rate_limit", "INTERNAL": "api_error",
-    "UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "timeout",
+# the error `type` names upstreams put in their error bodies and stream error events (OpenAI,
+# Anthropic and the servers that copy them) -> kind. What each dialect writes to its clients is
+# its encoder's `error_object` (kind -> its own names).
+ERROR_TYPE_KIND = {
+    "invalid_request_error": "invalid_request", "authentication_error": "authentication",
+    "billing_error": "billing", "insufficient_quota": "billing", "permission_error": "permission",
+    "not_found_error": "not_found", "request_too_large": "request_too_large",
+    "rate_limit_error": "rate_limit", "api_error": "api_error", "server_error": "api_error",
+    "timeout_error": "timeout", "overloaded_error": "overloaded",
 }
 
 
@@ -130,73 +87,65 @@ def invalid(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, "invalid_request", param=param)
 
 
+def bad_gateway(message: str) -> GatewayError:
+    """An upstream answer or stream the gateway cannot use (502)."""
+    return GatewayError(502, message, "bad_gateway")
+
+
+# ---------------------------------------------------------------- rendering (by dialect name)
+# Each dialect renders its own errors (dialects/<d>/encode.py `error_object`, `error_event`);
+# these look the record up by name for callers that hold a name, not a registry.Dialect.
+
+def _dialect(name):
+    from .dialects.registry import get  # (here: the registry imports the dialects, which import this module)
+    return get(name)
+
+
 def error_object(err: GatewayError, dialect: str) -> dict:
     """The error as the dict the dialect puts on the wire."""
-    if dialect == "anthropic":
-        return {"type": "error", "error": {"type": _ANTHROPIC_TYPE[err.kind], "message": err.message}}
-    if dialect == "gemini":
-        return {"error": {"code": err.status, "message": err.message, "status": _GEMINI_STATUS[err.kind]}}
-    return {"error": {"message": err.message, "type": _OPENAI_TYPE[err.kind],
-                      "param": err.param, "code": err.code}}
+    return _dialect(dialect).error_object(err)
 
 
 def render(err: GatewayError, dialect: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """(status, headers, body) of a complete JSON error response."""
-    headers = [(b"content-type", b"application/json")]
-    headers.extend(err.headers)
-    return err.status, headers, orjson.dumps(error_object(err, dialect))
+    return _dialect(dialect).render_error(err)
 
 
 def stream_error_event(err: GatewayError, dialect: str) -> bytes:
     """The SSE event that ends an already-started stream with this error."""
-    body = orjson.dumps(error_object(err, dialect))
-    if dialect == "anthropic":
-        return b"event: error\ndata: " + body + b"\n\n"
-    if dialect == "gemini":
-        return b"data: " + body + b"\r\n\r\n"
-    return b"data: " + body + b"\n\n"
+    return _dialect(dialect).stream_error_event(err)
 
 
-def _message_and_kind(obj: object) -> tuple[str | None, str | None]:
-    """Pull (message, kind) out of an error body of any of the three dialects."""
+def _message(obj: object) -> str | None:
+    """The message of an error body of any dialect (`{"error": {"message"}}`, Anthropic's
+    `{"type": "error", "error": {...}}`, `{"error": "..."}`, `{"message"|"detail": "..."}`)."""
     if isinstance(obj, list) and obj:  # Gemini sometimes wraps errors in an array
         obj = obj[0]
     if not isinstance(obj, dict):
-        return None, None
+        return None
     e = obj.get("error")
     if isinstance(e, str):
-        return e, None
-    if not isinstance(e, dict):
-        msg = obj.get("message") or obj.get("detail")
-        return (msg if isinstance(msg, str) else None), None
-    msg = e.get("message")
-    kind = None
-    t = e.get("type")
-    if isinstance(t, str):
-        kind = _ANTHROPIC_TYPE_KIND.get(t)
-    s = e.get("status")
-    if isinstance(s, str):
-        kind = _GEMINI_STATUS_KIND.get(s, kind)
-    return (msg if isinstance(msg, str) else None), kind
+        return e
+    msg = e.get("message") if isinstance(e, dict) else obj.get("message") or obj.get("detail")
+    return msg if isinstance(msg, str) else None
 
 
 def from_upstream(status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
                   provider: str = "upstream") -> GatewayError:
-    """An upstream error answer → GatewayError with the same status and retry-after."""
+    """An upstream error answer → GatewayError with the same status and retry-after. Its kind
+    follows from the status (STATUS_KIND: a kind named in the body could only be kept when it
+    agreed with the status, and then it is that kind)."""
     try:
-        msg, kind = _message_and_kind(orjson.loads(body)) if body else (None, None)
+        msg = _message(orjson.loads(body)) if body else None
     except orjson.JSONDecodeError:
-        msg, kind = None, None
+        msg = None
     if not msg:
         text = body[:300].decode("utf-8", "replace").strip()
         msg = f"{provider} returned HTTP {status}" + (f": {text}" if text else "")
-    if status not in STATUS_KIND:
-        kind = None  # derive from the status class
     keep = []
     for k, v in headers or ():
         lk = k.lower()
         if lk in (b"retry-after", b"retry-after-ms") or lk.startswith(b"x-ratelimit-") \
                 or lk.startswith(b"anthropic-ratelimit-"):
             keep.append((lk, v))
-    return GatewayError(status, msg, kind if kind and KIND_STATUS.get(kind) == status else None,
-                        headers=keep)
+    return GatewayError(status, msg, headers=keep)

@@ -1,9 +1,10 @@
 """The dialect-neutral internal model that every translation passes through.
 
-Three dialects meet here, so a new dialect is three files (request, decode, encode), not N×N
-pairs. Its shape follows Anthropic's content blocks, the richest of the three (thinking with
-signatures, tool results with rich content), with slots for what the others carry
-(Gemini's thoughtSignature on any part, OpenAI's reasoning_effort).
+Three dialects meet here, so a new dialect is one package (request, build, decode, encode)
+plus one record in dialects/registry.py, not N×N pairs. Its shape follows Anthropic's content
+blocks, the richest of the three (thinking with signatures, tool results with rich content),
+with slots for what the others carry (Gemini's thoughtSignature on any part, OpenAI's
+reasoning_effort).
 
 Requests and non-stream responses are slotted dataclasses (built once per request).
 
@@ -32,7 +33,8 @@ follow (the encoders rely on it):
   left None keep their previous value.
 
 Canonical stop reasons (`STOP_REASONS`): Anthropic's names plus "content_filter" folded into
-"refusal": end_turn, max_tokens, stop_sequence, tool_use, refusal, pause_turn, error.
+"refusal": end_turn, max_tokens, stop_sequence, tool_use, refusal, pause_turn, error. Each
+dialect's own reasons map to and from them in one table, dialects/common.py `STOPS`.
 """
 
 from __future__ import annotations

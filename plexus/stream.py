@@ -19,6 +19,9 @@ When a stream is over, the same rules for relay and translation, every dialect:
   space after the colon is optional (SSE allows `data:[DONE]`); lines end in LF, CRLF or CR.
 - cut: anything else: the client gets the dialect's error event.
 
+Each dialect's rules are its registry record's `stream_end` (dialects/registry.py), read once
+when a Passthrough is made; nothing here names a dialect.
+
 `Passthrough` (client dialect == provider type) returns every chunk untouched, the same object
 (no copy, no parse), and applies those rules to the bytes: the finish counts once the line that
 carries it has ended (a body cut inside that line is a cut). Line markers count only at a line
@@ -30,8 +33,8 @@ second one for the finish key when it is there: OpenAI sends `"finish_reason":nu
 chunk; OpenAI's usual one-event chunk takes a shorter path); `bytes in bytes` is slower in
 CPython 3.11. The error event of a cut follows a line end or blank line when the upstream
 stopped inside an event, so that it parses on its own. The Gemini JSON-array body (no
-alt=sse) is relayed by gemini.framing.ArrayRelay instead, which forwards complete array
-elements only, so the client body always stays valid JSON.
+alt=sse) is relayed by the record's `array_relay` (gemini.framing.ArrayRelay) instead, which
+forwards complete array elements only, so the client body always stays valid JSON.
 
 `Translator` composes the source dialect's StreamDecoder with the client dialect's
 StreamEncoder through the IR Sink (plexus/ir.py). Output does not depend on how the input
@@ -43,20 +46,10 @@ event and ends cleanly if the upstream's finish was seen, else with the error (t
 from __future__ import annotations
 
 from . import ir
-from .dialects.anthropic import decode as _ad, encode as _ae, request as _ar
-from .dialects.gemini import decode as _gd, encode as _ge, request as _gr
-from .dialects.gemini.framing import ArrayRelay
-from .dialects.openai import decode as _od, encode as _oe, request as _or
-from .errors import GatewayError, stream_cut, stream_error_event
+from .dialects.registry import DIALECTS, Dialect, get
+from .errors import GatewayError, stream_cut
 from .sse import MAX_EVENT_BYTES
 
-# Per dialect: the two line markers that end the stream ((value, field): `field` + one optional
-# space + `value` at a line start) and the key whose non-null value finishes it.
-_RULES = {
-    "openai": (b"[DONE]", b"data:", b'{"error"', b"data:", b'"finish_reason":'),
-    "anthropic": (b"message_stop", b"event:", b"error", b"event:", b'"stop_reason":'),
-    "gemini": (b'{"error"', b"data:", None, None, b'"finishReason":'),
-}
 _KEEP = 64      # bytes of the previous chunk kept for markers split across chunks
 _WS = b" \t"
 _EVENT_END = (b"\n\n", b"\r\n\r\n", b"\r\r")
@@ -77,19 +70,26 @@ def _on_a_line(buf: bytes, value: bytes, field: bytes, i: int) -> bool:
 
 class Passthrough:
     __slots__ = ("dialect", "_rules", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
-                 "_array", "_failure")
+                 "_array", "_failure", "_error_event")
 
-    def __init__(self, dialect: str, gemini_sse: bool = True) -> None:
-        self.dialect = dialect
-        self._rules = r = _RULES[dialect]
-        self._fast = dialect == "openai"
-        self._klen = len(r[4])
+    def __init__(self, dialect: str | Dialect, sse: bool = True) -> None:
+        """`dialect`: its name or registry record; `sse` False: the dialect's non-SSE stream
+        body (Gemini's JSON array, relayed by the record's `array_relay`)."""
+        d = get(dialect)
+        self.dialect = d.name
+        end = d.stream_end
+        self._rules = (end.marker, end.field, end.marker2, end.field2, end.finish_key)
+        # the one-event fast path: the markers that can open a `data: ` line's value
+        self._fast = tuple(m for m in (end.marker, end.marker2) if m and m[:1] == b"{") \
+            if end.one_line_events else None
+        self._error_event = d.stream_error_event
+        self._klen = len(end.finish_key)
         self._tail = b"\n"           # the stream start counts as a line start
         self._pending = False        # the buffer ended between the finish key and its value
         self._finishing = False      # the finish key was seen, its line has not ended yet
         self.done = False
         self._failure = None
-        self._array = ArrayRelay(MAX_EVENT_BYTES) if dialect == "gemini" and not gemini_sse else None
+        self._array = d.array_relay(MAX_EVENT_BYTES) if not sse and d.array_relay else None
 
     @property
     def failure(self) -> str | None:
@@ -108,13 +108,14 @@ class Passthrough:
                 self._tail = (self._tail + chunk)[-_KEEP:]
             return chunk
         v1, f1, v2, f2, key = self._rules
-        if self._fast and chunk.startswith(b"data: {") and self._tail[-1] in b"\r\n" and not self._pending:
+        fast = self._fast
+        if fast is not None and chunk.startswith(b"data: {") and self._tail[-1] in b"\r\n" and not self._pending:
             # OpenAI's usual chunk, one whole event of one `data: {...}` line after a line end:
             # a line marker can only be at its start, and the key's line ends in it (this saves
             # two of the four searches; Anthropic and Gemini chunks gain nothing from it).
             n = len(chunk)
             if chunk.find(b"\n") == n - 2 and chunk[n - 1] == 10 and 13 not in chunk:
-                if chunk.startswith(b'"error"', 7):
+                if chunk.startswith(fast, 6):
                     self.done = True
                     return chunk
                 i = chunk.rfind(key)
@@ -183,7 +184,7 @@ class Passthrough:
             return b""
         self.done = True
         self._failure = err.message
-        ev = stream_error_event(err, self.dialect)
+        ev = self._error_event(err)
         t = self._tail
         if t == b"\n" or t.endswith(_EVENT_END):     # at an event boundary
             return ev
@@ -191,18 +192,13 @@ class Passthrough:
         return (b"\n" if t[-1] == 10 else b"\r\n" if t[-1] == 13 else b"\n\n") + ev
 
 
-# dialect name → module, for each of the three jobs
-REQUEST = {"openai": _or, "anthropic": _ar, "gemini": _gr}
-DECODE = {"openai": _od, "anthropic": _ad, "gemini": _gd}
-ENCODE = {"openai": _oe, "anthropic": _ae, "gemini": _ge}
-
-
 class Translator:
     __slots__ = ("enc", "dec", "_closed", "_feed", "_take")
 
-    def __init__(self, src: str, dst: str, ctx: ir.Context) -> None:
-        self.enc = ENCODE[dst].StreamEncoder(ctx)
-        self.dec = DECODE[src].StreamDecoder(self.enc)
+    def __init__(self, src: str | Dialect, dst: str | Dialect, ctx: ir.Context) -> None:
+        """`src`: the provider's dialect, `dst`: the client's (names or registry records)."""
+        self.enc = get(dst).encode.StreamEncoder(ctx)
+        self.dec = get(src).decode.StreamDecoder(self.enc)
         self._closed = False
         self._feed = self.dec.feed         # bound once: feed() is the per-chunk hot path
         self._take = self.enc.take
@@ -234,7 +230,27 @@ class Translator:
         return self.enc.take() + self.enc.close()
 
 
-def content_type(dialect: str, gemini_sse: bool = True) -> bytes:
-    if dialect == "gemini" and not gemini_sse:
-        return b"application/json"
-    return b"text/event-stream"
+# ---------------------------------------------------------------- until server/handler.py uses the registry
+# (the lead's switch removes these: they are the registry's records seen through the old names)
+
+def content_type(dialect: str | Dialect, sse: bool = True) -> bytes:
+    return get(dialect).content_type(sse)
+
+
+class _RequestModule:
+    """The old `request` module contract: build_request -> (path, body)."""
+
+    __slots__ = ("parse_request", "_d")
+
+    def __init__(self, d: Dialect) -> None:
+        self.parse_request = d.request.parse_request
+        self._d = d
+
+    def build_request(self, req: ir.Request, model: str, provider) -> tuple[str, bytes]:
+        d = self._d
+        return d.upstream_path(model, req.stream, True), d.build.build_request(req, model, provider)
+
+
+REQUEST = {n: _RequestModule(d) for n, d in DIALECTS.items()}
+DECODE = {n: d.decode for n, d in DIALECTS.items()}
+ENCODE = {n: d.encode for n, d in DIALECTS.items()}

@@ -18,7 +18,10 @@ import pytest
 
 from anthropic_helpers import claude_code_body
 from plexus import ir
-from plexus.dialects.anthropic.request import build_request, budget_effort, parse_request
+from plexus.dialects.anthropic.build import build_request
+from plexus.dialects.anthropic.request import parse_request
+from plexus.dialects.registry import DIALECTS
+from plexus.ir import budget_effort
 from plexus.dialects.signatures import wrap_sig
 from plexus.errors import GatewayError
 
@@ -39,8 +42,8 @@ def _adapters():
 def build(req, provider=PROVIDER, model="claude-up", validate=True) -> dict:
     """build_request, then validate the body with the SDK's request types (pydantic validates
     `Iterable` fields lazily, so content blocks and tools are validated one by one)."""
-    path, body = build_request(req, model, provider)
-    assert path == "/messages"
+    body = build_request(req, model, provider)
+    assert DIALECTS["anthropic"].upstream_path(model, req.stream, True) == "/messages"
     out = orjson.loads(body)
     if validate:
         s, ns, block, tool = _adapters()
@@ -478,7 +481,7 @@ def test_budget_effort_rule():
 
 def test_round_trip_parse_build_parse_preserves_ir():
     req = parse_request(claude_code_body())
-    again = parse_request(orjson.loads(build_request(req, "claude-opus-4-6", PROVIDER)[1]))
+    again = parse_request(orjson.loads(build_request(req, "claude-opus-4-6", PROVIDER)))
     assert again.messages == req.messages and again.system == req.system and again.tools == req.tools
     assert (again.thinking, again.reasoning_effort, again.user, again.max_tokens) == (
         req.thinking, req.reasoning_effort, req.user, req.max_tokens)

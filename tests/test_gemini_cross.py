@@ -17,8 +17,8 @@ import httpx
 import orjson
 
 from plexus import ir
-from plexus.dialects.anthropic import decode as adecode, encode as aencode, request as arequest
-from plexus.dialects.gemini import decode, encode, request
+from plexus.dialects.anthropic import build as abuild, decode as adecode, encode as aencode, request as arequest
+from plexus.dialects.gemini import build, decode, encode, request
 from plexus.dialects.openai import encode as oencode, request as orequest
 from test_gemini_request import Prov
 from test_gemini_stream import fixture
@@ -65,7 +65,7 @@ def through_anthropic_client(name: str) -> list:
     msgs.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": i, "content": "ok"} for i in ids]
                  or "more"})
     req = arequest.parse_request({"model": "x", "max_tokens": 100, "messages": msgs})
-    return orjson.loads(request.build_request(req, "gm", Prov())[1])["contents"]
+    return orjson.loads(build.build_request(req, "gm", Prov()))["contents"]
 
 
 def test_gemini_signatures_survive_an_anthropic_client():
@@ -102,7 +102,7 @@ def test_gemini_signatures_survive_an_openai_client():
             {"role": "assistant", "content": None, "tool_calls": [calls[k] for k in sorted(calls)]}]
     msgs += [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in msgs[1]["tool_calls"]]
     req = orequest.parse_request({"model": "x", "messages": msgs})
-    contents = orjson.loads(request.build_request(req, "gm", Prov())[1])["contents"]
+    contents = orjson.loads(build.build_request(req, "gm", Prov()))["contents"]
     assert [p.get("thoughtSignature") for p in contents[1]["parts"]] == ["c2lnLWNhbGwtMQ==", "c2lnLWNhbGwtMg==", None]
 
 
@@ -135,7 +135,7 @@ def test_claude_thinking_survives_a_gemini_client():
         max_tokens: int = 4096
         stream_usage: bool = False
         base_path: str = "/v1"
-    body = orjson.loads(arequest.build_request(req, "claude-x", AProv())[1])
+    body = orjson.loads(abuild.build_request(req, "claude-x", AProv()))
     thinking = body["messages"][1]["content"][0]
     upstream = [json.loads(e.split("data: ", 1)[1]) for e in data.decode().replace("\r\n", "\n").split("\n\n")
                 if '"signature_delta"' in e][0]["delta"]["signature"]

@@ -10,10 +10,11 @@ from urllib.parse import unquote
 import orjson
 import pytest
 
-from plexus.dialects.anthropic import request as anthropic
-from plexus.dialects.gemini import request as gemini
-from plexus.dialects.gemini.request import model_path
-from plexus.dialects.openai import request as openai
+from plexus.dialects.anthropic import build as anthropic_build
+from plexus.dialects.gemini import build as gemini_build, request as gemini
+from plexus.dialects.gemini.build import model_path
+from plexus.dialects.openai import build as openai_build, request as openai
+from plexus.dialects.registry import DIALECTS
 from plexus.errors import GatewayError
 
 
@@ -32,16 +33,16 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def to_openai(req) -> dict:
-    return orjson.loads(openai.build_request(req, "gpt", Prov())[1])
+    return orjson.loads(openai_build.build_request(req, "gpt", Prov()))
 
 
 def to_anthropic(req) -> dict:
-    return orjson.loads(anthropic.build_request(req, "claude", Prov())[1])
+    return orjson.loads(anthropic_build.build_request(req, "claude", Prov()))
 
 
 def to_gemini(req) -> tuple[str, dict]:
-    path, body = gemini.build_request(req, "gemini-2.5-flash", Prov())
-    return path, orjson.loads(body)
+    body = gemini_build.build_request(req, "gemini-2.5-flash", Prov())
+    return DIALECTS["gemini"].upstream_path("gemini-2.5-flash", req.stream, True), orjson.loads(body)
 
 
 @pytest.mark.parametrize("gc", [
@@ -136,8 +137,8 @@ def test_model_path(model, path):
     assert unquote(ident) == model.removeprefix(collection + "/")
 
 
-def test_build_request_uses_model_path():
-    req = openai.parse_request({"model": "a", "messages": MESSAGES})
-    assert gemini.build_request(req, "tunedModels/t 1", Prov())[0] == "/tunedModels/t%201:generateContent"
-    req.stream = True
-    assert gemini.build_request(req, "models/g:x", Prov())[0] == "/models/g%3Ax:streamGenerateContent?alt=sse"
+def test_upstream_path_uses_model_path():
+    path = DIALECTS["gemini"].upstream_path
+    assert path("tunedModels/t 1", False, True) == "/tunedModels/t%201:generateContent"
+    assert path("models/g:x", True, True) == "/models/g%3Ax:streamGenerateContent?alt=sse"
+    assert path("models/g:x", True, False) == "/models/g%3Ax:streamGenerateContent"

@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from plexus import ir
-from plexus.dialects.gemini import encode, request
+from plexus.dialects.gemini import build as gbuild, encode, request
 from plexus.dialects.gemini.contents import SKIP_SIGNATURE
+from plexus.dialects.registry import DIALECTS
 from plexus.errors import GatewayError
 
 
@@ -51,8 +52,8 @@ def sdk_body(contents, **config) -> dict:
 
 
 def build(req: ir.Request, prov=None) -> tuple[str, dict]:
-    path, body = request.build_request(req, "gemini-2.5-flash", prov or Prov())
-    return path, orjson.loads(body)
+    body = gbuild.build_request(req, "gemini-2.5-flash", prov or Prov())
+    return DIALECTS["gemini"].upstream_path("gemini-2.5-flash", req.stream, True), orjson.loads(body)
 
 
 def validate_with_sdk(body: dict) -> None:
@@ -478,6 +479,6 @@ def test_parse_and_build_raise_only_gateway_errors(body):
         assert e.status == 400 and e.message
         return
     try:
-        request.build_request(req, "gm", Prov())
+        gbuild.build_request(req, "gm", Prov())
     except GatewayError as e:
         assert e.status == 400

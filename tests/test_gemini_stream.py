@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from plexus import ir
+from plexus.dialects.common import STOPS
 from plexus.dialects.gemini import decode, encode
 from plexus.errors import GatewayError
 from recording_sink import RecordingSink
@@ -322,10 +323,10 @@ def test_parse_response_blocked_prompt():
     ("SAFETY", False, "refusal"), ("RECITATION", False, "refusal"), ("SPII", False, "refusal"),
     ("BLOCKLIST", False, "refusal"), ("PROHIBITED_CONTENT", False, "refusal"),
     ("LANGUAGE", False, "refusal"), ("MALFORMED_FUNCTION_CALL", False, "end_turn"),
-    ("OTHER", False, "end_turn"), ("SOMETHING_NEW", False, "end_turn"),
+    ("OTHER", False, "end_turn"), ("SOMETHING_NEW", False, "end_turn"), (None, True, "tool_use"),
 ])
 def test_finish_reasons(finish, tool, want):
-    assert decode.stop_reason(finish, tool) == want
+    assert STOPS["gemini"].to_ir(finish, tool) == want
 
 
 @pytest.mark.parametrize("body, status, kind", [

@@ -14,7 +14,9 @@ import orjson
 import pytest
 
 from plexus import ir
-from plexus.dialects.openai.request import build_request, parse_request
+from plexus.dialects.openai.build import build_request
+from plexus.dialects.openai.request import parse_request
+from plexus.dialects.registry import DIALECTS
 from plexus.errors import GatewayError
 
 
@@ -29,8 +31,8 @@ class Prov:
 
 
 def build(req: ir.Request, prov=Prov(), model="up-model") -> dict:
-    path, body = build_request(req, model, prov)
-    assert path == "/chat/completions"
+    body = build_request(req, model, prov)
+    assert DIALECTS["openai"].upstream_path(model, req.stream, True) == "/chat/completions"
     return orjson.loads(body)
 
 

@@ -70,7 +70,7 @@ def test_upstream_error_event_is_relayed_as_terminal():
 
 
 def test_gemini_json_array_cut():
-    p = Passthrough("gemini", gemini_sse=False)
+    p = Passthrough("gemini", sse=False)
     out = p.feed(b'[{"candidates":[]}')
     tail = p.close()
     assert tail.startswith(b",") and tail.endswith(b"]")

@@ -52,7 +52,7 @@ def elements(data: bytes) -> list[tuple[dict, int]]:
 
 
 def relay(chunks) -> tuple[list[bytes], bytes]:
-    p = Passthrough("gemini", gemini_sse=False)
+    p = Passthrough("gemini", sse=False)
     outs = [p.feed(c) for c in chunks]
     tail = p.close()
     assert p.close() == b"" and p.fail(GatewayError(504, "late")) == b"" and p.feed(b"x") == b""
@@ -107,7 +107,7 @@ def test_cut_at_every_byte_parses(name):
 def test_fail_keeps_the_error_and_nothing_follows():
     data = SYNTHETIC
     n = elements(data)[0][1] + 5
-    p = Passthrough("gemini", gemini_sse=False)
+    p = Passthrough("gemini", sse=False)
     out = p.feed(data[:n])
     tail = p.fail(GatewayError(504, "upstream read timed out", "timeout"))
     assert p.feed(data[n:]) == b"" and p.close() == b""

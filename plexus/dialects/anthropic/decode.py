@@ -16,13 +16,15 @@ Mappings (provider -> IR), in addition to the block rules in request.py's docstr
   input_json_delta -> tool_args(block index, partial_json) (empty fragments skipped);
   citations_delta -> dropped; content_block_stop -> block_end; message_delta -> usage(...) then
   finish(stop_reason, stop_sequence); message_stop -> end; `error` event -> error(GatewayError)
-  with the Anthropic error type mapped to a status (overloaded_error 529, rate_limit_error 429,
-  api_error 500, invalid_request_error 400, authentication_error 401, permission_error 403,
-  not_found_error 404, request_too_large 413, billing_error 402, timeout_error 504; other 500).
+  with the Anthropic error type mapped to a kind and its status (errors.ERROR_TYPE_KIND:
+  overloaded_error 529, rate_limit_error 429, api_error 500, invalid_request_error 400,
+  authentication_error 401, permission_error 403, not_found_error 404, request_too_large 413,
+  billing_error 402, timeout_error 504; other 500).
 - Server-tool blocks (server_tool_use, web_search_tool_result, ...) and unknown block types have
   no IR form: all their events are dropped (a client of another dialect cannot run them).  In a
   non-stream message they are dropped as well.
-- Stop reasons pass through; model_context_window_exceeded -> max_tokens; unknown -> end_turn.
+- Stop reasons (common.STOPS["anthropic"]) pass through; model_context_window_exceeded ->
+  max_tokens; unknown -> end_turn.
 - Usage: input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
   output_tokens_details.thinking_tokens -> reasoning_tokens.
 - tool_use fields beyond id/name/input (e.g. caller) -> ToolCall.extra (non-stream).
@@ -43,22 +45,14 @@ from __future__ import annotations
 import orjson
 
 from ... import ir
-from ...errors import GatewayError, invalid, stream_cut
+from ...errors import ERROR_TYPE_KIND, KIND_STATUS, GatewayError, bad_gateway, invalid, stream_cut
 from ...sse import MAX_EVENT_BYTES, SSEDecoder
+from ..common import STOPS, need_str, opt_int, opt_str
 from ..signatures import unwrap_sig
 
-__all__ = ["parse_blocks", "parse_response", "StreamDecoder", "map_stop", "ERROR_STATUS"]
+__all__ = ["parse_blocks", "cache_control", "parse_response", "StreamDecoder"]
 
-# Anthropic error type -> (status, kind)
-ERROR_STATUS = {
-    "invalid_request_error": (400, "invalid_request"), "authentication_error": (401, "authentication"),
-    "billing_error": (402, "billing"), "permission_error": (403, "permission"),
-    "not_found_error": (404, "not_found"), "request_too_large": (413, "request_too_large"),
-    "rate_limit_error": (429, "rate_limit"), "api_error": (500, "api_error"),
-    "timeout_error": (504, "timeout"), "overloaded_error": (529, "overloaded"),
-}
-_STOPS = {s: s for s in ("end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn")}
-_STOPS["model_context_window_exceeded"] = "max_tokens"
+_STOPS = STOPS["anthropic"]
 
 # per block type: the keys the IR carries exactly (a block with other keys is kept raw too)
 _EXACT_KEYS = {
@@ -71,13 +65,9 @@ _EXACT_KEYS = {
 _TOOL_KEYS = ("type", "id", "name", "input")
 
 
-def map_stop(reason) -> str:
-    return _STOPS.get(reason, "end_turn")
-
-
 # ============================================================== content blocks -> IR parts
 
-def _cc(block: dict):
+def cache_control(block: dict) -> dict | None:
     cc = block.get("cache_control")
     return cc if isinstance(cc, dict) else None
 
@@ -109,7 +99,7 @@ def _document(b: dict, param: str) -> list[ir.Part]:
     source = b.get("source")
     if not isinstance(source, dict):
         raise invalid(f"{param}.source: expected an object", param=f"{param}.source")
-    st, cc = source.get("type"), _cc(b)
+    st, cc = source.get("type"), cache_control(b)
     title = b.get("title")
     head = f"{title}\n" if isinstance(title, str) and title else ""
     if st == "text":
@@ -142,10 +132,10 @@ def _result_content(c, param: str):
             raise invalid(f"{param}[{j}]: expected an object", param=f"{param}[{j}]")
         t = b.get("type")
         if t == "text" and isinstance(b.get("text"), str):
-            out.append(ir.Text(b["text"], _cc(b)))
+            out.append(ir.Text(b["text"], cache_control(b)))
             exact = exact and b.keys() <= _EXACT_KEYS["text"] and not b.get("citations")
         elif t == "image":
-            img = _image(b.get("source"), f"{param}[{j}]", _cc(b))
+            img = _image(b.get("source"), f"{param}[{j}]", cache_control(b))
             if img is not None:
                 out.append(img)
             exact = exact and img is not None and b.keys() <= _EXACT_KEYS["image"]
@@ -183,7 +173,7 @@ def parse_blocks(content: list, param: str) -> tuple[list[ir.Part], bool]:
                 raise invalid(f"{p}.text: expected a string", param=f"{p}.text")
             if b.get("citations"):
                 exact = False
-            part = ir.Text(s, _cc(b))
+            part = ir.Text(s, cache_control(b))
             if gsig is not None:
                 part.signature, gsig = gsig.signature, None
         elif t == "tool_use":
@@ -204,7 +194,7 @@ def parse_blocks(content: list, param: str) -> tuple[list[ir.Part], bool]:
                 raise invalid(f"{p}.tool_use_id: expected a string", param=f"{p}.tool_use_id")
             rc, rexact = _result_content(b.get("content"), f"{p}.content")
             exact = exact and rexact
-            part = ir.ToolResult(tid, rc, b.get("is_error") is True, cache_control=_cc(b))
+            part = ir.ToolResult(tid, rc, b.get("is_error") is True, cache_control=cache_control(b))
         elif t == "thinking":
             s, sig = b.get("thinking"), b.get("signature")
             if not isinstance(s, str):
@@ -226,7 +216,7 @@ def parse_blocks(content: list, param: str) -> tuple[list[ir.Part], bool]:
                 raise invalid(f"{p}.data: expected a string", param=f"{p}.data")
             part = ir.Thinking(data, redacted=True, source="anthropic")
         elif t == "image":
-            part = _image(b.get("source"), p, _cc(b))
+            part = _image(b.get("source"), p, cache_control(b))
             if part is None:
                 exact = False
                 continue
@@ -256,56 +246,46 @@ def parse_blocks(content: list, param: str) -> tuple[list[ir.Part], bool]:
 
 # ============================================================== non-stream response
 
-def _int(v) -> int | None:
-    return v if type(v) is int else None
-
-
-def _str(v) -> str:
-    """A value the sink gets as a string; anything else is a malformed event (-> 502)."""
-    if type(v) is not str:
-        raise TypeError("expected a string")
-    return v
-
-
-def _opt_str(v) -> str | None:
-    return v if type(v) is str else None
-
-
 def _usage(u) -> ir.Usage:
     if not isinstance(u, dict):
         return ir.Usage()
     d = u.get("output_tokens_details")
-    return ir.Usage(_int(u.get("input_tokens")), _int(u.get("output_tokens")),
-                    _int(u.get("cache_read_input_tokens")), _int(u.get("cache_creation_input_tokens")),
-                    _int(d.get("thinking_tokens")) if isinstance(d, dict) else None)
+    return ir.Usage(opt_int(u.get("input_tokens")), opt_int(u.get("output_tokens")),
+                    opt_int(u.get("cache_read_input_tokens")), opt_int(u.get("cache_creation_input_tokens")),
+                    opt_int(d.get("thinking_tokens")) if isinstance(d, dict) else None)
 
 
-def _bad(msg: str) -> GatewayError:
-    return GatewayError(502, f"upstream (anthropic) sent {msg}", "bad_gateway")
+def _sent(what: str) -> GatewayError:
+    return bad_gateway(f"upstream (anthropic) sent {what}")
+
+
+def _upstream_error(e: object, default: str) -> GatewayError:
+    """The `error` object of an Anthropic error body or event -> GatewayError."""
+    e = e if isinstance(e, dict) else {}
+    kind = ERROR_TYPE_KIND.get(opt_str(e.get("type")), "api_error")
+    return GatewayError(KIND_STATUS[kind], opt_str(e.get("message")) or default, kind)
 
 
 def parse_response(body: bytes) -> ir.Response:
     try:
         msg = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise _bad("a body that is not JSON") from None
+        raise _sent("a body that is not JSON") from None
     if not isinstance(msg, dict):
-        raise _bad("a body that is not a JSON object")
+        raise _sent("a body that is not a JSON object")
     if msg.get("type") == "error":
-        e = msg.get("error") if isinstance(msg.get("error"), dict) else {}
-        status, kind = ERROR_STATUS.get(e.get("type"), (500, "api_error"))
-        raise GatewayError(status, str(e.get("message") or "upstream error"), kind)
+        raise _upstream_error(msg.get("error"), "upstream error")
     content = msg.get("content")
     if not isinstance(content, list):
-        raise _bad("a message without a content list")
+        raise _sent("a message without a content list")
     try:
         parts, _ = parse_blocks(content, "content")
     except GatewayError as e:
-        raise _bad(f"a malformed message: {e.message}") from None
+        raise _sent(f"a malformed message: {e.message}") from None
     except (TypeError, AttributeError, KeyError, ValueError):
-        raise _bad("a malformed message") from None
-    return ir.Response(_opt_str(msg.get("id")), _opt_str(msg.get("model")) or "", parts,
-                       map_stop(_opt_str(msg.get("stop_reason"))), _opt_str(msg.get("stop_sequence")),
+        raise _sent("a malformed message") from None
+    return ir.Response(opt_str(msg.get("id")), opt_str(msg.get("model")) or "", parts,
+                       _STOPS.to_ir(msg.get("stop_reason")), opt_str(msg.get("stop_sequence")),
                        _usage(msg.get("usage")))
 
 
@@ -374,35 +354,35 @@ class StreamDecoder:
             d = orjson.loads(data)
             t = d["type"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return self._fail(_bad(f"an unreadable stream event: {data[:200]!r}"))
+            return self._fail(_sent(f"an unreadable stream event: {data[:200]!r}"))
         sink = self._sink
         try:
             if not self._started and t != "error":
                 self._started = True
                 if t == "message_start":
                     m = d["message"]
-                    sink.start(_opt_str(m.get("id")), _opt_str(m.get("model")), _usage(m.get("usage")))
+                    sink.start(opt_str(m.get("id")), opt_str(m.get("model")), _usage(m.get("usage")))
                     return
                 sink.start(None, None, None)
             if t == "content_block_delta":
                 delta = d["delta"]
                 dt = delta["type"]
                 if dt == "text_delta":
-                    sink.text(_str(delta["text"]))
+                    sink.text(need_str(delta["text"]))
                 elif dt == "input_json_delta":
-                    frag = _str(delta["partial_json"])
+                    frag = need_str(delta["partial_json"])
                     i = d["index"]
                     if type(i) is not int:
                         raise TypeError("block index")
                     if frag and self._kinds.get(i) == _TOOL:
                         sink.tool_args(i, frag)
                 elif dt == "thinking_delta":
-                    s = _str(delta["thinking"])
+                    s = need_str(delta["thinking"])
                     if s:
                         self._thought = True
                         sink.thinking(s)
                 elif dt == "signature_delta":
-                    sig = _str(delta["signature"])
+                    sig = need_str(delta["signature"])
                     if not self._thought:
                         self._thought = True
                         sink.thinking("")
@@ -424,17 +404,15 @@ class StreamDecoder:
                 sr = delta.get("stop_reason")
                 if sr is not None and not self._finished:
                     self._finished = True
-                    sink.finish(map_stop(_str(sr)), _opt_str(delta.get("stop_sequence")))
+                    sink.finish(_STOPS.to_ir(need_str(sr)), opt_str(delta.get("stop_sequence")))
             elif t == "message_stop":
                 self._done = True
                 sink.end()
             elif t == "error":
-                e = d.get("error") if isinstance(d.get("error"), dict) else {}
-                status, kind = ERROR_STATUS.get(_opt_str(e.get("type")), (500, "api_error"))
-                self._fail(GatewayError(status, _opt_str(e.get("message")) or "upstream stream error", kind))
+                self._fail(_upstream_error(d.get("error"), "upstream stream error"))
             # ping, message_start repeated, unknown event types: nothing
         except (KeyError, TypeError, AttributeError):
-            self._fail(_bad(f"a malformed {t} event"))
+            self._fail(_sent(f"a malformed {t} event"))
 
     def _block_start(self, i, cb: dict) -> None:
         if type(i) is not int:
@@ -442,18 +420,18 @@ class StreamDecoder:
         bt = cb["type"]
         sink = self._sink
         if bt == "text":
-            s = _str(cb.get("text", ""))
+            s = need_str(cb.get("text", ""))
             if s:
                 sink.text(s)
         elif bt == "thinking":
             self._kinds[i] = _THINK
-            s = _str(cb.get("thinking", ""))
+            s = need_str(cb.get("thinking", ""))
             self._thought = bool(s)
             if s:
                 sink.thinking(s)
         elif bt == "tool_use":
             self._kinds[i] = _TOOL
-            sink.tool_start(i, _str(cb["id"]), _str(cb["name"]))
+            sink.tool_start(i, need_str(cb["id"]), need_str(cb["name"]))
             args = cb.get("input")
             if args:
                 if not isinstance(args, dict):
@@ -461,6 +439,6 @@ class StreamDecoder:
                 sink.tool_args(i, orjson.dumps(args).decode())
         elif bt == "redacted_thinking":
             self._kinds[i] = _THINK
-            sink.redacted_thinking(_str(cb["data"]))
+            sink.redacted_thinking(need_str(cb["data"]))
         else:
             self._kinds[i] = _SKIP

@@ -27,11 +27,12 @@ may follow finish()).  `ping` is not sent.
   consecutive blocks: fragments of a call that is not the open block are buffered and emitted
   as one delta when its turn comes (block_end of the open call, or finish/end).  Text never
   waits.  Fragments for a call whose block was already closed are dropped (no source does this).
-- Stop reasons: IR names pass through (pause_turn and refusal included); "error" or unknown ->
+- Stop reasons (common.STOPS["anthropic"]): IR names pass through (pause_turn and refusal included); "error" or unknown ->
   end_turn; end_turn while tool_use blocks were sent -> tool_use (some sources, e.g. Gemini,
   report STOP for function calls, and agent loops key on tool_use).  finish() never called
   before end() -> tool_use if tools were sent, else end_turn.
-- error() -> `event: error` (errors.stream_error_event) and nothing more; open blocks are not
+- error() -> `event: error` (`error_event`; `error_object` is a whole error response's body)
+  and nothing more; open blocks are not
   closed (as the API does).  close() without end()/error() -> an error event (502).
 - Response ids: an upstream "msg_..." id is kept, otherwise "msg_" + ctx.id_seed.  Model: the
   upstream's, else ctx.model.  Tool call ids pass through unchanged.
@@ -46,14 +47,43 @@ import re
 import orjson
 
 from ... import ir
-from ...errors import GatewayError, stream_cut, stream_error_event
+from ...errors import GatewayError, stream_cut
+from ..common import STOPS, args_object
 from ..signatures import SIG_PREFIX, wrap_sig
 
-__all__ = ["render_response", "StreamEncoder", "STREAM_CONTENT_TYPE", "blocks_out", "text_out"]
+__all__ = ["render_response", "StreamEncoder", "STREAM_CONTENT_TYPE", "blocks_out", "text_out",
+           "error_object", "error_event"]
 
 STREAM_CONTENT_TYPE = b"text/event-stream"
 
-_STOPS = {s: s for s in ("end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn")}
+_STOPS = STOPS["anthropic"]
+
+# kind -> Anthropic error type (https://docs.anthropic.com/en/api/errors)
+ERROR_TYPE = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "billing": "billing_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "request_too_large": "request_too_large",
+    "rate_limit": "rate_limit_error",
+    "api_error": "api_error",
+    "bad_gateway": "api_error",
+    "unavailable": "overloaded_error",
+    "timeout": "timeout_error",
+    "overloaded": "overloaded_error",
+}
+
+
+def error_object(err: GatewayError) -> dict:
+    return {"type": "error", "error": {"type": ERROR_TYPE[err.kind], "message": err.message}}
+
+
+def error_event(err: GatewayError) -> bytes:
+    """The `event: error` that ends a stream which already started."""
+    return b"event: error\ndata: " + orjson.dumps(error_object(err)) + b"\n\n"
+
+
 _BAD_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -90,11 +120,8 @@ def _image_out(img: ir.Image) -> dict | None:
 
 
 def _tool_use_out(tc: ir.ToolCall, cid: str, extra: bool = False) -> dict:
-    try:
-        args = orjson.loads(tc.arguments) if tc.arguments else {}
-    except orjson.JSONDecodeError:
-        args = {}    # a model's invalid JSON: Anthropic needs an object
-    d = {"type": "tool_use", "id": cid, "name": tc.name, "input": args if isinstance(args, dict) else {}}
+    # (a model's invalid JSON, or JSON that is not an object: Anthropic needs an object)
+    d = {"type": "tool_use", "id": cid, "name": tc.name, "input": args_object(tc.arguments)}
     if extra and tc.extra:
         for k, v in tc.extra.items():
             d.setdefault(k, v)
@@ -172,11 +199,6 @@ def _msg_id(upstream_id, ctx: ir.Context) -> str:
     return "msg_" + ctx.id_seed
 
 
-def _stop(reason, tools: bool) -> str:
-    r = _STOPS.get(reason, "end_turn")
-    return "tool_use" if tools and r == "end_turn" else r
-
-
 def _usage_start(u: ir.Usage | None) -> dict:
     if u is None:
         return {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
@@ -214,7 +236,7 @@ def render_response(resp: ir.Response, ctx: ir.Context) -> bytes:
     return orjson.dumps({
         "id": _msg_id(resp.id, ctx), "type": "message", "role": "assistant",
         "model": resp.model or ctx.model, "content": content,
-        "stop_reason": _stop(resp.stop_reason, tools), "stop_sequence": resp.stop_sequence,
+        "stop_reason": _STOPS.from_ir(resp.stop_reason, tools), "stop_sequence": resp.stop_sequence,
         "usage": _usage_start(resp.usage),
     })
 
@@ -419,7 +441,7 @@ class StreamEncoder:
         if u.cache_read_tokens is not None:
             usage["cache_read_input_tokens"] = u.cache_read_tokens
         usage["output_tokens"] = u.output_tokens or 0
-        stop = _stop(self._stop, self._tools)
+        stop = _STOPS.from_ir(self._stop, self._tools)
         self._out += (_MSG_DELTA, orjson.dumps({"stop_reason": stop, "stop_sequence": self._stop_seq}),
                       b',"usage":', orjson.dumps(usage), b"}\n\n")
         self._terminate(_MSG_STOP)
@@ -430,4 +452,4 @@ class StreamEncoder:
         if not isinstance(err, GatewayError):
             err = GatewayError(502, str(err) or "upstream stream failed", "bad_gateway")
         self.failure = err.message
-        self._terminate(stream_error_event(err, "anthropic"))
+        self._terminate(error_event(err))

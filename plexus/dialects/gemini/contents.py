@@ -1,7 +1,7 @@
 """Gemini `contents` ↔ IR messages: parts, images, function calls/responses, signatures (pure).
 
-The conversation half of plexus/dialects/gemini/request.py (split out to keep files short; the
-mapping decisions are documented there). `parse_contents` reads a Gemini client's contents;
+The conversation half of the Gemini request (parse decisions documented in request.py, build
+decisions in build.py). `parse_contents` reads a Gemini client's contents;
 `build_contents` writes a Gemini provider's contents and collects the "system" IR messages
 into the systemInstruction parts it is given.
 
@@ -19,6 +19,7 @@ import orjson
 
 from ... import ir
 from ...errors import invalid
+from ..common import args_object, either, str_or_empty
 from ..signatures import unwrap_sig
 from .encode import read_sig
 
@@ -28,17 +29,6 @@ _DROPPED_PARTS = ("executableCode", "executable_code", "codeExecutionResult",
 _MIME_BY_EXT = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
                 "webp": "image/webp", "heic": "image/heic", "heif": "image/heif",
                 "pdf": "application/pdf"}
-
-
-def _get(d: dict, camel: str, snake: str | None = None) -> Any:
-    v = d.get(camel)
-    if v is None and snake is not None:
-        v = d.get(snake)
-    return v
-
-
-def _s(v: Any) -> str:
-    return v if isinstance(v, str) else ""
 
 
 # ================================================================ parse (client → IR)
@@ -76,7 +66,7 @@ def parse_contents(contents: list) -> list[ir.Message]:
             pw = f"{where}.parts[{pi}]"
             if not isinstance(p, dict):
                 raise invalid("each part must be an object", pw)
-            sig = _get(p, "thoughtSignature", "thought_signature")
+            sig = either(p, "thoughtSignature", "thought_signature")
             if sig is not None and not isinstance(sig, str):
                 raise invalid("thoughtSignature must be a base64 string", f"{pw}.thoughtSignature")
             src, sig, red = read_sig(sig) if sig else ("gemini", None, False)
@@ -112,7 +102,7 @@ def parse_contents(contents: list) -> list[ir.Message]:
                 if t or sig:
                     parts.append(ir.Text(t, signature=sig))
                 continue
-            fc = _get(p, "functionCall", "function_call")
+            fc = either(p, "functionCall", "function_call")
             if fc is not None:
                 if not isinstance(fc, dict) or not isinstance(fc.get("name"), str):
                     raise invalid("functionCall needs a name", f"{pw}.functionCall")
@@ -121,32 +111,34 @@ def parse_contents(contents: list) -> list[ir.Message]:
                     args = {}
                 if not isinstance(args, dict):
                     raise invalid("functionCall.args must be an object", f"{pw}.functionCall.args")
-                cid = _s(fc.get("id")) or f"call_{mi}_{ncalls}"
+                cid = str_or_empty(fc.get("id")) or f"call_{mi}_{ncalls}"
                 if ncalls == 0:
                     pending = []
                 ncalls += 1
                 pending.append([cid, fc["name"], False])
                 parts.append(ir.ToolCall(cid, fc["name"], orjson.dumps(args).decode(), signature=sig))
                 continue
-            fr = _get(p, "functionResponse", "function_response")
+            fr = either(p, "functionResponse", "function_response")
             if fr is not None:
                 if not isinstance(fr, dict):
                     raise invalid("functionResponse must be an object", f"{pw}.functionResponse")
                 parts.append(_parse_function_response(fr, pending, mi, len(parts), pw))
                 continue
-            blob = _get(p, "inlineData", "inline_data")
+            blob = either(p, "inlineData", "inline_data")
             if blob is not None:
                 data = blob.get("data") if isinstance(blob, dict) else None
                 if not isinstance(data, str):
                     raise invalid("inlineData needs base64 data", f"{pw}.inlineData")
-                parts.append(ir.Image(media_type=_s(_get(blob, "mimeType", "mime_type")) or None, data=data))
+                mime = str_or_empty(either(blob, "mimeType", "mime_type")) or None
+                parts.append(ir.Image(media_type=mime, data=data))
                 continue
-            fd = _get(p, "fileData", "file_data")
+            fd = either(p, "fileData", "file_data")
             if fd is not None:
-                uri = _get(fd, "fileUri", "file_uri") if isinstance(fd, dict) else None
+                uri = either(fd, "fileUri", "file_uri") if isinstance(fd, dict) else None
                 if not isinstance(uri, str):
                     raise invalid("fileData needs a fileUri", f"{pw}.fileData")
-                parts.append(ir.Image(media_type=_s(_get(fd, "mimeType", "mime_type")) or None, url=uri))
+                mime = str_or_empty(either(fd, "mimeType", "mime_type")) or None
+                parts.append(ir.Image(media_type=mime, url=uri))
                 continue
             if any(k in p for k in _DROPPED_PARTS):
                 continue
@@ -159,7 +151,7 @@ def _parse_function_response(fr: dict, pending: list, mi: int, pi: int, pw: str)
     name = fr.get("name")
     if not isinstance(name, str):
         raise invalid("functionResponse needs a name", f"{pw}.functionResponse.name")
-    fid = _s(fr.get("id"))
+    fid = str_or_empty(fr.get("id"))
     match = None
     if fid:
         for c in pending:
@@ -323,11 +315,7 @@ def _model_parts(src: list, names: dict, mi: int) -> list:
             sig = p.signature
         elif isinstance(p, ir.ToolCall):
             names[p.id] = p.name
-            try:
-                args = orjson.loads(p.arguments) if p.arguments else {}
-            except orjson.JSONDecodeError:
-                args = {}
-            part = {"functionCall": {"name": p.name, "args": args if isinstance(args, dict) else {}}}
+            part = {"functionCall": {"name": p.name, "args": args_object(p.arguments)}}
             sig = p.signature
         elif isinstance(p, ir.Image):
             part = _image_part(p, f"messages[{mi}].content[{pi}]")

@@ -25,7 +25,7 @@ Mapping (candidates[0] only; Plexus never asks for more than one candidate):
   whole args JSON) + block_end(); index = 0-based order of the calls in the response. id =
   functionCall.id when sent, else "call_" + blake2b(responseId, index) (24 hex): deterministic,
   the same in stream and non-stream for the same response.
-- finishReason: STOP → end_turn (tool_use when the response had a function call); MAX_TOKENS
+- finishReason (common.STOPS["gemini"]): STOP → end_turn (tool_use when the response had a function call); MAX_TOKENS
   and CONTINUATION → max_tokens; SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII,
   LANGUAGE, IMAGE_* safety reasons, MODEL_ARMOR, JAILBREAK → refusal; MALFORMED_FUNCTION_CALL,
   UNEXPECTED_TOOL_CALL, TOO_MANY_TOOL_CALLS, MALFORMED_RESPONSE, MISSING_THOUGHT_SIGNATURE,
@@ -57,25 +57,12 @@ from hashlib import blake2b
 import orjson
 
 from ... import ir
-from ...errors import STREAM_CUT, GatewayError, from_upstream
+from ...errors import STREAM_CUT, GatewayError, bad_gateway, from_upstream
 from ...sse import MAX_EVENT_BYTES, SSEDecoder
+from ..common import STOPS, args_text, str_or_empty
 from .framing import ArraySplitter
 
-_REFUSAL = frozenset((
-    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE", "IMAGE_SAFETY",
-    "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK",
-))
-_MAX = frozenset(("MAX_TOKENS", "CONTINUATION"))
-
-
-def stop_reason(finish: object, saw_tool: bool) -> str:
-    if type(finish) is not str:
-        finish = "OTHER"
-    if finish in _MAX:
-        return "max_tokens"
-    if finish in _REFUSAL:
-        return "refusal"
-    return "tool_use" if saw_tool else "end_turn"
+_stop = STOPS["gemini"].to_ir     # (finishReason, saw a function call) -> IR stop reason
 
 
 def call_id(seed: str, index: int) -> str:
@@ -110,10 +97,6 @@ def usage_of(um: dict) -> ir.Usage:
     return ir.Usage(inp, out, cached, None, thoughts)
 
 
-def _bad(msg: str) -> GatewayError:
-    return GatewayError(502, msg, "bad_gateway")
-
-
 def _upstream_error(obj: dict, raw: bytes) -> GatewayError:
     e = obj.get("error")
     code = e.get("code") if isinstance(e, dict) else None
@@ -126,14 +109,6 @@ def _blocked_text(reason: object) -> str:
     return f"Prompt blocked by Gemini: {reason}"
 
 
-def _str(v: object) -> str:
-    return v if type(v) is str else ""
-
-
-def _args_json(args: object) -> str:
-    return orjson.dumps(args).decode() if type(args) is dict else "{}"
-
-
 # ---------------------------------------------------------------- non-stream
 
 
@@ -141,38 +116,38 @@ def parse_response(body: bytes) -> ir.Response:
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise _bad("Gemini returned invalid JSON") from None
+        raise bad_gateway("Gemini returned invalid JSON") from None
     if isinstance(obj, list) and len(obj) == 1:  # some proxies wrap it
         obj = obj[0]
     if not isinstance(obj, dict):
-        raise _bad("Gemini returned an unexpected response (not a JSON object)")
+        raise bad_gateway("Gemini returned an unexpected response (not a JSON object)")
     if "error" in obj:
         raise _upstream_error(obj, body)
-    rid = _str(obj.get("responseId")) or None
-    model = _str(obj.get("modelVersion"))
+    rid = str_or_empty(obj.get("responseId")) or None
+    model = str_or_empty(obj.get("modelVersion"))
     parts: list = []
     finish = None
     saw_tool = False
     cands = obj.get("candidates")
     if cands is not None and type(cands) is not list:
-        raise _bad("Gemini returned unexpected candidates")
+        raise bad_gateway("Gemini returned unexpected candidates")
     if cands:
         c = cands[0]
         if not isinstance(c, dict):
-            raise _bad("Gemini returned an unexpected candidate")
+            raise bad_gateway("Gemini returned an unexpected candidate")
         finish = c.get("finishReason")
         content = c.get("content")
         gparts = content.get("parts") if isinstance(content, dict) else None
         if gparts is not None and not isinstance(gparts, list):
-            raise _bad("Gemini returned unexpected content parts")
+            raise bad_gateway("Gemini returned unexpected content parts")
         run = None  # the open Thinking run
         k = 0
         for p in gparts or ():
             if not isinstance(p, dict):
-                raise _bad("Gemini returned an unexpected part")
-            sig = _str(p.get("thoughtSignature")) or None
+                raise bad_gateway("Gemini returned an unexpected part")
+            sig = str_or_empty(p.get("thoughtSignature")) or None
             if p.get("thought"):
-                t = _str(p.get("text"))
+                t = str_or_empty(p.get("text"))
                 if run is None:
                     run = ir.Thinking(t, source="gemini")
                     parts.append(run)
@@ -186,13 +161,13 @@ def parse_response(body: bytes) -> ir.Response:
             fc = p.get("functionCall")
             if fc is not None:
                 if type(fc) is not dict or not fc.get("name") or type(fc["name"]) is not str:
-                    raise _bad("Gemini returned a functionCall without a name")
-                parts.append(ir.ToolCall(_str(fc.get("id")) or call_id(rid or "", k), fc["name"],
-                                         _args_json(fc.get("args")), signature=sig))
+                    raise bad_gateway("Gemini returned a functionCall without a name")
+                parts.append(ir.ToolCall(str_or_empty(fc.get("id")) or call_id(rid or "", k), fc["name"],
+                                         args_text(fc.get("args")), signature=sig))
                 k += 1
                 saw_tool = True
                 continue
-            t = _str(p.get("text"))
+            t = str_or_empty(p.get("text"))
             if t or sig:
                 parts.append(ir.Text(t, signature=sig))
     else:
@@ -203,7 +178,7 @@ def parse_response(body: bytes) -> ir.Response:
     um = obj.get("usageMetadata")
     usage = usage_of(um) if type(um) is dict else ir.Usage()
     return ir.Response(id=rid, model=model, parts=parts,
-                       stop_reason=stop_reason(finish, saw_tool), usage=usage)
+                       stop_reason=_stop(finish, saw_tool), usage=usage)
 
 
 # ---------------------------------------------------------------- stream
@@ -275,7 +250,7 @@ class StreamDecoder:
             self.sink.end()
             self._done = True
         else:
-            self._fail(err or _bad(STREAM_CUT))
+            self._fail(err or bad_gateway(STREAM_CUT))
 
     # -------------------------------------------------------- events
 
@@ -294,30 +269,30 @@ class StreamDecoder:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise _bad("Gemini stream sent invalid JSON") from None
+            raise bad_gateway("Gemini stream sent invalid JSON") from None
         if not isinstance(obj, dict):
-            raise _bad("Gemini stream sent an unexpected event")
+            raise bad_gateway("Gemini stream sent an unexpected event")
         if "error" in obj:
             self._fail(_upstream_error(obj, data))
             return
         sink = self.sink
         if not self._started:
             self._started = True
-            self._rid = _str(obj.get("responseId"))
-            sink.start(self._rid or None, _str(obj.get("modelVersion")) or None, None)
+            self._rid = str_or_empty(obj.get("responseId"))
+            sink.start(self._rid or None, str_or_empty(obj.get("modelVersion")) or None, None)
         cands = obj.get("candidates")
         if cands is not None and type(cands) is not list:
-            raise _bad("Gemini stream sent unexpected candidates")
+            raise bad_gateway("Gemini stream sent unexpected candidates")
         if cands and not self._finished:
             c = cands[0]
             if type(c) is not dict:
-                raise _bad("Gemini stream sent an unexpected candidate")
+                raise bad_gateway("Gemini stream sent an unexpected candidate")
             content = c.get("content")
             if content:
                 parts = content.get("parts") if type(content) is dict else None
                 if parts:
                     if type(parts) is not list:
-                        raise _bad("Gemini stream sent unexpected content parts")
+                        raise bad_gateway("Gemini stream sent unexpected content parts")
                     p = parts[0]
                     # the common chunk: one plain text part (what _parts would do, inline)
                     if len(parts) == 1 and type(p) is dict and len(p) == 1 and type(t := p.get("text")) is str:
@@ -329,7 +304,7 @@ class StreamDecoder:
             finish = c.get("finishReason")
             if finish:
                 self._finished = True
-                sink.finish(stop_reason(finish, self._ntool > 0))
+                sink.finish(_stop(finish, self._ntool > 0))
         elif not cands and not self._finished:
             pf = obj.get("promptFeedback")
             if type(pf) is dict and pf.get("blockReason"):
@@ -345,7 +320,7 @@ class StreamDecoder:
         sink = self.sink
         for p in parts:
             if type(p) is not dict:
-                raise _bad("Gemini stream sent an unexpected part")
+                raise bad_gateway("Gemini stream sent an unexpected part")
             if len(p) == 1:  # the common case: a plain text part
                 t = p.get("text")
                 if type(t) is str:
@@ -353,9 +328,9 @@ class StreamDecoder:
                         sink.text(t)
                         self._open_thinking = False
                     continue
-            sig = _str(p.get("thoughtSignature"))
+            sig = str_or_empty(p.get("thoughtSignature"))
             if p.get("thought"):
-                t = _str(p.get("text"))
+                t = str_or_empty(p.get("text"))
                 if t:
                     sink.thinking(t)
                     self._open_thinking = True
@@ -369,16 +344,16 @@ class StreamDecoder:
             fc = p.get("functionCall")
             if fc is not None:
                 if type(fc) is not dict or not fc.get("name") or type(fc["name"]) is not str:
-                    raise _bad("Gemini stream sent a functionCall without a name")
+                    raise bad_gateway("Gemini stream sent a functionCall without a name")
                 k = self._ntool
                 self._ntool = k + 1
-                sink.tool_start(k, _str(fc.get("id")) or call_id(self._rid, k), fc["name"],
+                sink.tool_start(k, str_or_empty(fc.get("id")) or call_id(self._rid, k), fc["name"],
                                 sig or None)
-                sink.tool_args(k, _args_json(fc.get("args")))
+                sink.tool_args(k, args_text(fc.get("args")))
                 sink.block_end()
                 self._open_thinking = False
                 continue
-            t = _str(p.get("text"))
+            t = str_or_empty(p.get("text"))
             if sig:  # a text part's signature: its own signature-only thinking block
                 if self._open_thinking:
                     sink.block_end()

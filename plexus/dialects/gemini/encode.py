@@ -29,7 +29,7 @@ Parts:
   Arguments stream in fragments from OpenAI/Anthropic upstreams: each call is buffered and
   emitted whole, when its block ends (block_end right after it) or at finish/end; arguments
   that are not a JSON object become {} (Gemini needs an object).
-- Stop reasons: end_turn, stop_sequence, pause_turn, tool_use → STOP; max_tokens → MAX_TOKENS;
+- Stop reasons (common.STOPS["gemini"]): end_turn, stop_sequence, pause_turn, tool_use → STOP; max_tokens → MAX_TOKENS;
   refusal → SAFETY; error → OTHER.
 - usageMetadata: promptTokenCount = input + cache read + cache creation; candidatesTokenCount =
   output − reasoning; thoughtsTokenCount = reasoning (when > 0); cachedContentTokenCount =
@@ -53,14 +53,39 @@ import binascii
 import orjson
 
 from ... import ir
-from ...errors import GatewayError, error_object
+from ...errors import GatewayError
+from ..common import STOPS, args_object
 from ..signatures import unwrap_sig
 
 STREAM_CONTENT_TYPE = b"text/event-stream"
 ARRAY_CONTENT_TYPE = b"application/json"
 
-_FINISH = {"end_turn": "STOP", "stop_sequence": "STOP", "pause_turn": "STOP", "tool_use": "STOP",
-           "max_tokens": "MAX_TOKENS", "refusal": "SAFETY", "error": "OTHER"}
+_STOPS = STOPS["gemini"]
+
+# kind -> google.rpc.Code name, as the Gemini API reports it
+ERROR_STATUS = {
+    "invalid_request": "INVALID_ARGUMENT",
+    "authentication": "UNAUTHENTICATED",
+    "billing": "FAILED_PRECONDITION",
+    "permission": "PERMISSION_DENIED",
+    "not_found": "NOT_FOUND",
+    "request_too_large": "INVALID_ARGUMENT",
+    "rate_limit": "RESOURCE_EXHAUSTED",
+    "api_error": "INTERNAL",
+    "bad_gateway": "UNAVAILABLE",
+    "unavailable": "UNAVAILABLE",
+    "timeout": "DEADLINE_EXCEEDED",
+    "overloaded": "UNAVAILABLE",
+}
+
+
+def error_object(err: GatewayError) -> dict:
+    return {"error": {"code": err.status, "message": err.message, "status": ERROR_STATUS[err.kind]}}
+
+
+def error_event(err: GatewayError) -> bytes:
+    """The SSE event (alt=sse) that ends a stream which already started."""
+    return b"data: " + orjson.dumps(error_object(err)) + b"\r\n\r\n"
 
 # 18-byte tags (a multiple of 3): their base64 is a fixed 24-character prefix
 _TAG_SIG = b"plexus-anthropic::"
@@ -113,18 +138,8 @@ def usage_metadata(u: ir.Usage) -> dict:
     return d
 
 
-def _args_obj(arguments: str) -> dict:
-    if not arguments:
-        return {}
-    try:
-        v = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        return {}
-    return v if isinstance(v, dict) else {}
-
-
 def _call_part(id: str, name: str, arguments: str, sig: str | None) -> dict:
-    fc = {"id": id, "name": name, "args": _args_obj(arguments)}
+    fc = {"id": id, "name": name, "args": args_object(arguments)}
     if id is None or id == "":
         del fc["id"]
     return {"functionCall": fc, "thoughtSignature": sig} if sig else {"functionCall": fc}
@@ -155,7 +170,7 @@ def render_response(resp: ir.Response, ctx: ir.Context) -> bytes:
         parts.append({"text": ""})
     body = {
         "candidates": [{"content": {"parts": parts, "role": "model"},
-                        "finishReason": _FINISH.get(resp.stop_reason, "STOP"), "index": 0}],
+                        "finishReason": _STOPS.from_ir(resp.stop_reason), "index": 0}],
         "usageMetadata": usage_metadata(resp.usage),
     }
     return orjson.dumps(body)[:-1] + _meta(resp.id, resp.model, ctx)
@@ -277,7 +292,7 @@ class StreamEncoder(ir.EncoderOutput):
         self._usage.update(u)
 
     def finish(self, stop_reason: str, stop_sequence: str | None = None) -> None:
-        self._finish = _FINISH.get(stop_reason, "STOP")
+        self._finish = _STOPS.from_ir(stop_reason)
 
     def end(self) -> None:
         if self._done:
@@ -305,8 +320,8 @@ class StreamEncoder(ir.EncoderOutput):
         if not isinstance(err, GatewayError):
             err = GatewayError(502, str(err) or "upstream error", "bad_gateway")
         self.failure = err.message
-        body = orjson.dumps(error_object(err, "gemini"))
         if self._sse:
-            self._out.append(b"data: " + body + b"\r\n\r\n")
+            self._out.append(error_event(err))
         else:
+            body = orjson.dumps(error_object(err))
             self._out.append((b"[" if self._n == 0 else b"\n,\r\n") + body + b"\n]")

@@ -25,11 +25,8 @@ import re
 
 import orjson
 
-from ...errors import GatewayError, error_object, stream_cut
-
-
-def _bad(msg: str) -> GatewayError:
-    return GatewayError(502, msg, "bad_gateway")
+from ...errors import GatewayError, bad_gateway, stream_cut
+from .encode import error_object
 
 
 # what may precede a JSON value in an array stream, and what may follow one
@@ -84,7 +81,7 @@ class ArraySplitter:
                 if i >= n:
                     break
                 if buf[i] != 123:  # "{"
-                    raise _bad("Gemini stream: unexpected byte in the JSON array")
+                    raise bad_gateway("Gemini stream: unexpected byte in the JSON array")
                 self._start = i
             if self._in_str:
                 if self._esc:
@@ -130,7 +127,7 @@ class ArraySplitter:
             self._pos = i - keep
             self._start = 0
             if len(self._buf) > self.max_bytes:
-                raise _bad("upstream sent an oversized stream object")
+                raise bad_gateway("upstream sent an oversized stream object")
         return out
 
 
@@ -169,7 +166,7 @@ class ArrayRelay:
             self._held = b""
             return held[:k]
         if len(held) - max(k, 0) > sp.max_bytes:
-            return self.fail(_bad("upstream sent an oversized stream object"))
+            return self.fail(bad_gateway("upstream sent an oversized stream object"))
         if not objs:
             self._held = held
             return b""
@@ -191,5 +188,5 @@ class ArrayRelay:
         if self.finished:
             return b"\n]"
         self.failure = err.message
-        body = orjson.dumps(error_object(err, "gemini"))
+        body = orjson.dumps(error_object(err))
         return (b",\r\n" if self._sent else b"[") + body + b"]"

@@ -1,8 +1,10 @@
-"""Gemini generateContent request bodies ↔ IR (pure).
+"""Gemini generateContent: a client's request body ↔ IR (pure).
 
+`parse_request` reads a Gemini client's body; `parse_path` and `model_and_stream` are the
+gateway's first look at the request (model and stream flag from the URL, `contents` present).
 The conversation itself (contents ↔ IR messages) lives in contents.py; this module holds the
-entry points, systemInstruction, tools, toolConfig and generationConfig, and documents all the
-mapping decisions of both.
+entry points, systemInstruction, tools, toolConfig and generationConfig, and documents the
+parse decisions of both. The way back, IR → a Gemini provider's request, is build.py.
 
 parse_request: a Gemini client's body → ir.Request
 --------------------------------------------------
@@ -50,80 +52,43 @@ Model and stream come from the URL (`/v1beta/models/{alias}:generateContent` |
 - Gemini-only fields (safetySettings, cachedContent, labels, non-function tools such as
   googleSearch, the original thinkingConfig, other generationConfig keys) are kept in
   req.extra["gemini"] for a Gemini target and dropped by the other dialects.
-
-build_request: IR → a Gemini provider's request
------------------------------------------------
-Path "/<model_path(model)>:generateContent" or "…:streamGenerateContent?alt=sse".
-`model_path` is the one place a configured model name becomes a URL path (passthrough calls use
-it too): "gemini-2.5-flash" and "models/gemini-2.5-flash" → "models/gemini-2.5-flash",
-"tunedModels/x" → "tunedModels/x" (the API's two model collections); the id is percent-quoted
-with only RFC 3986 unreserved characters left as they are (`-._~`), so a "/", ":", "?", "#",
-"%" or space in it can never change the path, the method or the query.
-
-- contents: user → "user", assistant → "model"; consecutive same-role contents merged (Gemini
-  wants alternation). "system" messages in the conversation are appended to systemInstruction
-  (Gemini has no system role in contents). Empty messages are skipped.
-- Text → {"text"} (+ thoughtSignature when Text.signature); cache_control dropped.
-- Image: base64 → inlineData (no media type: image/png); an http(s)/gs URL → fileData {mimeType (given, or guessed from the
-  URL's extension, else image/jpeg), fileUri} (the gateway never fetches URLs); a data: URL →
-  inlineData; any other URL → 400.
-- ToolCall → functionCall {name, args} (ids are not sent: the Gemini API pairs calls and
-  responses by name and order; arguments that are not a JSON object → {}) + thoughtSignature =
-  ToolCall.signature.
-- Thinking of source "gemini": with text → a thought part {"text", "thought": true} with its
-  signature; signature-only → its signature goes on the next text/functionCall part of the same
-  turn that has none (else the previous one, else an empty signed thought part). A Thinking
-  without source whose signature is tagged "plexus-gemini:" counts as Gemini's. Thinking of any
-  other source, unsigned (even Gemini's own text) or redacted → dropped (never sent to Gemini).
-- A model turn with function calls of which none has a signature (history from another
-  provider): the first call gets Gemini's documented placeholder "skip_thought_signature_validator"
-  (Gemini 3 rejects unsigned calls). A real signature is never replaced.
-- ToolResult → functionResponse {name, response}: name = ToolResult.name, else the name of the
-  latest earlier ToolCall with that id, else the call id. response: a JSON-object text is sent
-  as that object; other text → {"output": text}; is_error → {"error": text}. Images in a
-  result → inlineData parts after the functionResponse parts of that turn.
-- tools → one {"functionDeclarations": [...]} with `parametersJsonSchema` = schema.clean(params)
-  (v1beta; Gemini accepts JSON Schema there). When the provider's base path ends in "/v1" (no
-  JSON Schema fields) → `parameters` = schema.to_gemini(params). Gemini-only tools kept from a
-  Gemini client are appended.
-- tool_choice: auto → AUTO, none → NONE, required → ANY, tool → ANY + allowedFunctionNames.
-  parallel_tool_calls has no Gemini equivalent: dropped.
-- generationConfig: temperature, topP, topK, maxOutputTokens (req.max_tokens, else
-  provider.max_tokens when > 0), stopSequences, seed/presencePenalty/frequencyPenalty from
-  req.seed/presence_penalty/frequency_penalty (an OpenAI client's seed and penalties);
-  response_format json_object → responseMimeType application/json; json_schema →
-  + responseJsonSchema = schema.clean(schema) (v1: responseSchema = schema.to_gemini(schema)).
-  n > 1 → 400 (Plexus relays one candidate).
-- thinkingConfig (never when provider.reasoning is False): thinkingBudget, chosen over
-  thinkingLevel because every thinking model accepts it (Gemini 2.5 rejects thinkingLevel;
-  Gemini 3 accepts a budget for compatibility): thinking_budget, else the effort table
-  (minimal 1024, low 2048, medium 8192, high 24576, xhigh/max 32768), else -1 (dynamic) when
-  thinking is on; with includeThoughts true so thoughts come back. Thinking off / effort "none"
-  → thinkingBudget 0. Nothing asked → no thinkingConfig. A Gemini client's own thinkingConfig
-  is sent unchanged.
-- user, metadata, stop_sequence details, cache_control → dropped.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
-
-import orjson
+from urllib.parse import unquote_to_bytes
 
 from ... import ir
-from ...errors import invalid
+from ...errors import GatewayError, invalid
 from ...ir import EFFORT_BUDGET, budget_effort
+from ..common import either, require_array
 from . import schema as gschema
-from .contents import build_contents, parse_contents
+from .build import model_path  # noqa: F401  (its old place: server/endpoints.py imports it here)
+from .contents import parse_contents
+
+_METHODS = {b"generateContent": False, b"streamGenerateContent": True}
 
 
+# ================================================================ the request line
 
-def _get(d: dict, camel: str, snake: str | None = None) -> Any:
-    v = d.get(camel)
-    if v is None and snake is not None:
-        v = d.get(snake)
-    return v
+def parse_path(rest: bytes) -> tuple[str, bool]:
+    """`{model}:{method}`, the path after `/v1beta/models/` (or `/v1/models/`) → (model, stream);
+    404 for a method other than generateContent / streamGenerateContent."""
+    model, _, method = rest.rpartition(b":")
+    stream = _METHODS.get(method)
+    if stream is None:
+        raise GatewayError(404, f"unknown method '{method.decode('latin-1')}'", "not_found")
+    return unquote_to_bytes(model).decode("utf-8", "replace"), stream
+
+
+def model_and_stream(body: dict, path_args: tuple[str, bool], query: Any = None) -> tuple[str, bool]:
+    """Model and stream flag from the URL (parse_path); a "models/" prefix is the API's own."""
+    model, stream = path_args
+    if model.startswith("models/"):
+        model = model[7:]
+    require_array(body, "contents")
+    return model, stream
 
 
 # ================================================================ parse (client → IR)
@@ -143,18 +108,18 @@ def parse_request(body: dict, *, model: str | None = None, stream: bool | None =
     gextra: dict = {}
     req = ir.Request(model=model, messages=parse_contents(contents), stream=bool(stream))
 
-    si = _get(body, "systemInstruction", "system_instruction")
+    si = either(body, "systemInstruction", "system_instruction")
     if si is not None:
         req.system = _parse_system(si)
 
     tools = body.get("tools")
     if tools is not None:
         req.tools = _parse_tools(tools, gextra)
-    tc = _get(body, "toolConfig", "tool_config")
+    tc = either(body, "toolConfig", "tool_config")
     if isinstance(tc, dict):
         _parse_tool_config(tc, req)
 
-    gc = _get(body, "generationConfig", "generation_config")
+    gc = either(body, "generationConfig", "generation_config")
     if gc is not None:
         if not isinstance(gc, dict):
             raise invalid("generationConfig must be an object", "generationConfig")
@@ -162,7 +127,7 @@ def parse_request(body: dict, *, model: str | None = None, stream: bool | None =
 
     for camel, snake in (("safetySettings", "safety_settings"), ("cachedContent", "cached_content"),
                          ("labels", None)):
-        v = _get(body, camel, snake)
+        v = either(body, camel, snake)
         if v is not None:
             gextra[camel] = v
     if gextra:
@@ -199,7 +164,7 @@ def _parse_tools(tools: Any, gextra: dict) -> list[ir.Tool]:
     for ti, t in enumerate(tools):
         if not isinstance(t, dict):
             raise invalid("each tool must be an object", f"tools[{ti}]")
-        decls = _get(t, "functionDeclarations", "function_declarations")
+        decls = either(t, "functionDeclarations", "function_declarations")
         rest = {k: v for k, v in t.items() if k not in ("functionDeclarations", "function_declarations")}
         if rest:
             other.append(rest)
@@ -211,7 +176,7 @@ def _parse_tools(tools: Any, gextra: dict) -> list[ir.Tool]:
             where = f"tools[{ti}].functionDeclarations[{di}]"
             if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not d["name"]:
                 raise invalid("a function declaration needs a name", where)
-            js = _get(d, "parametersJsonSchema", "parameters_json_schema")
+            js = either(d, "parametersJsonSchema", "parameters_json_schema")
             if js is not None:
                 if not isinstance(js, dict):
                     raise invalid("parametersJsonSchema must be an object", f"{where}.parametersJsonSchema")
@@ -230,11 +195,11 @@ def _parse_tools(tools: Any, gextra: dict) -> list[ir.Tool]:
 
 
 def _parse_tool_config(tc: dict, req: ir.Request) -> None:
-    fcc = _get(tc, "functionCallingConfig", "function_calling_config")
+    fcc = either(tc, "functionCallingConfig", "function_calling_config")
     if not isinstance(fcc, dict):
         return
     mode = str(fcc.get("mode") or "AUTO").upper()
-    names = _get(fcc, "allowedFunctionNames", "allowed_function_names") or []
+    names = either(fcc, "allowedFunctionNames", "allowed_function_names") or []
     if mode == "NONE":
         req.tool_choice = "none"
     elif mode == "ANY":
@@ -260,7 +225,7 @@ _GC_KNOWN = {
 }
 
 
-def _num(v: Any, name: str, kind: type = float) -> Any:
+def _gc_number(v: Any, name: str, kind: type = float) -> Any:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise invalid(f"{name} must be a number", f"generationConfig.{name}")
     if kind is int:
@@ -282,15 +247,15 @@ def _parse_generation_config(gc: dict, req: ir.Request, gextra: dict) -> None:
     if rest:
         gextra["generationConfig"] = rest
     if "temperature" in g:
-        req.temperature = _num(g["temperature"], "temperature")
+        req.temperature = _gc_number(g["temperature"], "temperature")
     if "topP" in g:
-        req.top_p = _num(g["topP"], "topP")
+        req.top_p = _gc_number(g["topP"], "topP")
     if "topK" in g:
-        req.top_k = _num(g["topK"], "topK", int)
+        req.top_k = _gc_number(g["topK"], "topK", int)
     if "maxOutputTokens" in g:
-        req.max_tokens = _num(g["maxOutputTokens"], "maxOutputTokens", int)
+        req.max_tokens = _gc_number(g["maxOutputTokens"], "maxOutputTokens", int)
     if "candidateCount" in g:
-        req.n = _num(g["candidateCount"], "candidateCount", int)
+        req.n = _gc_number(g["candidateCount"], "candidateCount", int)
     if "stopSequences" in g:
         stops = g["stopSequences"]
         if isinstance(stops, str):
@@ -299,11 +264,11 @@ def _parse_generation_config(gc: dict, req: ir.Request, gextra: dict) -> None:
             raise invalid("stopSequences must be a list of strings", "generationConfig.stopSequences")
         req.stop = stops
     if "seed" in g:
-        req.seed = _num(g["seed"], "seed", int)
+        req.seed = _gc_number(g["seed"], "seed", int)
     if "presencePenalty" in g:
-        req.presence_penalty = _num(g["presencePenalty"], "presencePenalty")
+        req.presence_penalty = _gc_number(g["presencePenalty"], "presencePenalty")
     if "frequencyPenalty" in g:
-        req.frequency_penalty = _num(g["frequencyPenalty"], "frequencyPenalty")
+        req.frequency_penalty = _gc_number(g["frequencyPenalty"], "frequencyPenalty")
     mime = g.get("responseMimeType")
     js = g.get("responseJsonSchema")
     if js is None and g.get("responseSchema") is not None:
@@ -326,11 +291,11 @@ def _parse_generation_config(gc: dict, req: ir.Request, gextra: dict) -> None:
 
 def _parse_thinking(tcfg: dict, req: ir.Request, gextra: dict) -> None:
     norm = {}
-    budget = _get(tcfg, "thinkingBudget", "thinking_budget")
-    level = _get(tcfg, "thinkingLevel", "thinking_level")
-    include = _get(tcfg, "includeThoughts", "include_thoughts")
+    budget = either(tcfg, "thinkingBudget", "thinking_budget")
+    level = either(tcfg, "thinkingLevel", "thinking_level")
+    include = either(tcfg, "includeThoughts", "include_thoughts")
     if budget is not None:
-        budget = _num(budget, "thinkingConfig.thinkingBudget", int)
+        budget = _gc_number(budget, "thinkingConfig.thinkingBudget", int)
         norm["thinkingBudget"] = budget
         if budget == 0:
             req.thinking, req.reasoning_effort = False, "none"
@@ -349,127 +314,3 @@ def _parse_thinking(tcfg: dict, req: ir.Request, gextra: dict) -> None:
     if include is not None:
         norm["includeThoughts"] = bool(include)
     gextra["thinkingConfig"] = norm
-
-
-# ================================================================ build (IR → provider)
-
-_COLLECTIONS = ("models/", "tunedModels/")
-
-
-def model_path(model: str) -> str:
-    """A Gemini model name → its URL path after the API version, without the leading "/"."""
-    for c in _COLLECTIONS:
-        if model.startswith(c):
-            return c + quote(model[len(c):], safe="-._~")
-    return "models/" + quote(model, safe="-._~")
-
-
-
-def build_request(req: ir.Request, model: str, provider: Any) -> tuple[str, bytes]:
-    legacy = str(getattr(provider, "base_path", "") or "").endswith("/v1")
-    gextra = req.extra.get("gemini") or {}
-    system = [{"text": t.text} for t in req.system if t.text]
-    contents = build_contents(req.messages, system)
-    body: dict = {"contents": contents}
-    if system:
-        body["systemInstruction"] = {"parts": system}
-
-    decls = []
-    for t in req.tools:
-        d: dict = {"name": t.name}
-        if t.description:
-            d["description"] = t.description
-        if legacy:
-            d["parameters"] = gschema.to_gemini(t.parameters)
-        else:
-            d["parametersJsonSchema"] = gschema.clean(t.parameters)
-        decls.append(d)
-    tools: list = [{"functionDeclarations": decls}] if decls else []
-    tools.extend(gextra.get("tools") or ())
-    if tools:
-        body["tools"] = tools
-    if decls and req.tool_choice:
-        fcc: dict | None
-        if req.tool_choice == "none":
-            fcc = {"mode": "NONE"}
-        elif req.tool_choice == "required":
-            fcc = {"mode": "ANY"}
-        elif req.tool_choice == "tool" and req.tool_choice_name:
-            fcc = {"mode": "ANY", "allowedFunctionNames": [req.tool_choice_name]}
-        else:
-            fcc = {"mode": "AUTO"}
-        body["toolConfig"] = {"functionCallingConfig": fcc}
-
-    gc = _build_generation_config(req, provider, legacy, gextra)
-    if gc:
-        body["generationConfig"] = gc
-    for k in ("safetySettings", "cachedContent", "labels"):
-        if k in gextra:
-            body[k] = gextra[k]
-    path = (f"/{model_path(model)}:streamGenerateContent?alt=sse" if req.stream
-            else f"/{model_path(model)}:generateContent")
-    return path, orjson.dumps(body)
-
-
-def _build_generation_config(req: ir.Request, provider: Any, legacy: bool, gextra: dict) -> dict:
-    gc: dict = dict(gextra.get("generationConfig") or ())
-    if req.n is not None and req.n > 1:
-        raise invalid("n > 1 (candidateCount) is not supported for Gemini providers: "
-                      "Plexus relays one candidate", "n")
-    if req.temperature is not None:
-        gc["temperature"] = req.temperature
-    if req.top_p is not None:
-        gc["topP"] = req.top_p
-    if req.top_k is not None:
-        gc["topK"] = req.top_k
-    max_tokens = req.max_tokens
-    if max_tokens is None:
-        default = getattr(provider, "max_tokens", 0) or 0
-        if default > 0:
-            max_tokens = default
-    if max_tokens is not None:
-        gc["maxOutputTokens"] = max_tokens
-    if req.stop:
-        gc["stopSequences"] = list(req.stop)
-    if req.seed is not None:
-        gc["seed"] = req.seed
-    if req.presence_penalty is not None:
-        gc["presencePenalty"] = req.presence_penalty
-    if req.frequency_penalty is not None:
-        gc["frequencyPenalty"] = req.frequency_penalty
-    rf = req.response_format
-    if isinstance(rf, dict):
-        kind = rf.get("type")
-        if kind == "json_object":
-            gc["responseMimeType"] = "application/json"
-        elif kind == "json_schema":
-            gc["responseMimeType"] = "application/json"
-            sch = rf.get("schema")
-            if sch is None and isinstance(rf.get("json_schema"), dict):  # OpenAI's nesting
-                sch = rf["json_schema"].get("schema")
-            if isinstance(sch, dict):
-                if legacy:
-                    gc["responseSchema"] = gschema.to_gemini(sch)
-                else:
-                    gc["responseJsonSchema"] = gschema.clean(sch, root_object=False)
-    if getattr(provider, "reasoning", True):
-        tc = _thinking_config(req, gextra)
-        if tc is not None:
-            gc["thinkingConfig"] = tc
-    return gc
-
-
-def _thinking_config(req: ir.Request, gextra: dict) -> dict | None:
-    own = gextra.get("thinkingConfig")
-    if own is not None:
-        return dict(own)
-    effort = req.reasoning_effort
-    if req.thinking is False or effort == "none":
-        return {"thinkingBudget": 0}
-    if req.thinking_budget is not None and req.thinking_budget > 0:
-        return {"thinkingBudget": req.thinking_budget, "includeThoughts": True}
-    if effort in EFFORT_BUDGET:
-        return {"thinkingBudget": EFFORT_BUDGET[effort], "includeThoughts": True}
-    if req.thinking:
-        return {"thinkingBudget": -1, "includeThoughts": True}
-    return None

@@ -273,7 +273,7 @@ def from_gemini(schema: Any) -> dict:
     return out
 
 
-def _num(v: Any, as_int: bool) -> Any:
+def _coerce_number(v: Any, as_int: bool) -> Any:
     if isinstance(v, str):
         try:
             return int(v) if as_int else float(v)
@@ -313,9 +313,9 @@ def _from_g(node: Any, depth: int) -> Any:
         elif k == "example":
             out["examples"] = [v]
         elif k in _INT_KEYS:
-            out[k] = _num(v, True)
+            out[k] = _coerce_number(v, True)
         elif k in _FLOAT_KEYS:
-            out[k] = _num(v, False)
+            out[k] = _coerce_number(v, False)
         else:
             out[k] = v
     if nullable:

@@ -1,6 +1,9 @@
 """OpenAI Chat Completions: IR → the body an OpenAI-compatible provider accepts (pure).
 
-Build (IR → provider "/chat/completions"):
+`build_request(req, model, provider) -> bytes` is the body; the URL path it goes to
+("/chat/completions") is the dialect record's `upstream_path` (registry.py).
+
+Build (IR → provider body):
 - system parts → one leading system message, texts joined with "\\n\\n" (cache_control dropped:
   OpenAI caches automatically); a mid-conversation system turn → a system message.
 - user: ToolResults first, as consecutive `tool` messages (text joined with "\\n"; images can't
@@ -38,7 +41,6 @@ import orjson
 from ... import ir
 from ...ir import budget_effort
 
-PATH = "/chat/completions"
 _REASONING_KEYS = ("thinking", "reasoning")  # passthrough keys dropped when provider.reasoning is False
 _STRICT_HOSTS = ("api.openai.com",)
 _STRICT_SUFFIXES = (".openai.azure.com",)
@@ -46,7 +48,7 @@ _STRICT_SUFFIXES = (".openai.azure.com",)
 
 # ================================================================== build (IR → provider)
 
-def build_request(req: ir.Request, model: str, provider) -> tuple[str, bytes]:
+def build_request(req: ir.Request, model: str, provider) -> bytes:
     reasoning_ok = getattr(provider, "reasoning", True)
     host = getattr(provider, "host", "")
     strict = host in _STRICT_HOSTS or host.endswith(_STRICT_SUFFIXES)
@@ -92,7 +94,7 @@ def build_request(req: ir.Request, model: str, provider) -> tuple[str, bytes]:
         for k, v in passthrough.items():
             if k not in body and (reasoning_ok or k not in _REASONING_KEYS):
                 body[k] = v
-    return PATH, orjson.dumps(body)
+    return orjson.dumps(body)
 
 
 def _tool(t: ir.Tool) -> dict:

@@ -11,7 +11,7 @@ Mapping decisions:
   signatures (→ sink.signature / Thinking.signature) and redacted blocks; its thinking text
   duplicates reasoning_content and is not repeated.
 - `refusal` text becomes ordinary text (the IR has no refusal part).
-- finish_reason: stop → end_turn, length → max_tokens, tool_calls/function_call → tool_use,
+- finish_reason (common.STOPS["openai"]): stop → end_turn, length → max_tokens, tool_calls/function_call → tool_use,
   content_filter → refusal, anything else → end_turn; "stop" after tool calls → tool_use
   (Ollama and some vLLM versions say "stop" for a tool call turn).
 - Usage: prompt_tokens includes cached ones: input = prompt − cached_tokens − cache_write_tokens,
@@ -30,8 +30,9 @@ Mapping decisions:
   Body ended before any finish_reason → error 502 "upstream stream ended early" (close(err):
   `err`). Content after the finish_reason is dropped. Anything after end/error is ignored.
 - `data: {"error": {...}}` (or an `error` key on a chunk) → sink.error(GatewayError) with the
-  status from an integer `code` (vLLM, OpenRouter) or from the error type (rate_limit_error →
-  429, invalid_request_error → 400, insufficient_quota → 402 billing, else 502). Invalid JSON
+  status from an integer `code` (vLLM, OpenRouter), else from the error code or the error type
+  (errors.ERROR_TYPE_KIND: rate_limit_error → 429, invalid_request_error → 400,
+  insufficient_quota → 402 billing, ...), else 502. Invalid JSON
   in a data payload, or a chunk of the wrong shape (a string field that is not a string, a
   token count that is not an integer…) → error 502, so a client never receives a value of
   the wrong type; an unparsable partial event at close() is "upstream stream ended early".
@@ -45,23 +46,17 @@ from __future__ import annotations
 import orjson
 
 from ... import ir
-from ...errors import KIND_STATUS, STATUS_KIND, STREAM_CUT, GatewayError
+from ...errors import ERROR_TYPE_KIND, KIND_STATUS, STATUS_KIND, STREAM_CUT, GatewayError, bad_gateway
 from ...sse import SSEDecoder
+from ..common import STOPS
+from ..common import need_opt_int as _n, need_opt_str as _s
 from ..signatures import unwrap_sig
 
 _GARBAGE = (AttributeError, TypeError, ValueError, KeyError, IndexError)
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
+_STOPS = STOPS["openai"]
 
-FINISH = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
-          "function_call": "tool_use", "content_filter": "refusal"}
-
-_TYPE_KIND = {
-    "invalid_request_error": "invalid_request", "authentication_error": "authentication",
-    "permission_error": "permission", "not_found_error": "not_found",
-    "rate_limit_error": "rate_limit", "insufficient_quota": "billing",
-    "server_error": "api_error", "api_error": "api_error", "overloaded_error": "overloaded",
-}
 _CODE_KIND = {"rate_limit_exceeded": "rate_limit", "insufficient_quota": "billing",
               "context_length_exceeded": "invalid_request", "invalid_api_key": "authentication"}
 
@@ -78,7 +73,8 @@ def upstream_error(e) -> GatewayError:
     if type(code) is int and code in STATUS_KIND:
         return GatewayError(code, msg, STATUS_KIND[code])
     kind = _CODE_KIND.get(code) if isinstance(code, str) else None
-    kind = kind or _TYPE_KIND.get(e.get("type"))
+    t = e.get("type")
+    kind = kind or (ERROR_TYPE_KIND.get(t) if isinstance(t, str) else None)
     if kind is None:
         return GatewayError(502, msg, "bad_gateway", code=code if isinstance(code, str) else None)
     return GatewayError(KIND_STATUS[kind], msg, kind, code=code if isinstance(code, str) else None)
@@ -101,17 +97,6 @@ def parse_usage(u: dict) -> ir.Usage:
     )
 
 
-def _n(v):
-    """A token count: int or None; anything else makes the usage malformed."""
-    if v is None or type(v) is int:
-        return v
-    raise TypeError("expected an integer token count")
-
-
-def _bad(msg: str) -> GatewayError:
-    return GatewayError(502, msg, "bad_gateway")
-
-
 def _thinking_blocks(blocks, parts: list) -> None:
     """Non-stream: LiteLLM-style thinking_blocks → Thinking parts (text and signature)."""
     for b in blocks:
@@ -129,13 +114,13 @@ def parse_response(body: bytes) -> ir.Response:
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise _bad("upstream returned invalid JSON") from None
+        raise bad_gateway("upstream returned invalid JSON") from None
     if not isinstance(obj, dict):
-        raise _bad("upstream returned an unexpected response (not a JSON object)")
+        raise bad_gateway("upstream returned an unexpected response (not a JSON object)")
     try:
         return _response(obj)
     except _GARBAGE:
-        raise _bad("upstream returned a malformed chat.completion") from None
+        raise bad_gateway("upstream returned a malformed chat.completion") from None
 
 
 def _response(obj: dict) -> ir.Response:
@@ -143,11 +128,11 @@ def _response(obj: dict) -> ir.Response:
         raise upstream_error(obj["error"])
     choices = obj.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise _bad("upstream response has no choices")
+        raise bad_gateway("upstream response has no choices")
     c0 = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), choices[0])
     msg = c0.get("message")
     if not isinstance(msg, dict):
-        raise _bad("upstream response choice has no message")
+        raise bad_gateway("upstream response choice has no message")
     parts: list = []
     blocks = msg.get("thinking_blocks")
     if isinstance(blocks, list) and blocks:
@@ -171,7 +156,7 @@ def _response(obj: dict) -> ir.Response:
     for i, tc in enumerate(calls):
         f = tc.get("function") if isinstance(tc, dict) else None
         if not isinstance(f, dict):
-            raise _bad("upstream tool call has no function")
+            raise bad_gateway("upstream tool call has no function")
         args = f.get("arguments")
         if not isinstance(args, str):
             args = orjson.dumps(args).decode() if args is not None else "{}"
@@ -181,9 +166,7 @@ def _response(obj: dict) -> ir.Response:
         args = fc.get("arguments")
         parts.append(ir.ToolCall(f"call_{rid}_0", fc.get("name") or "",
                                  args if isinstance(args, str) else "{}"))
-    stop = FINISH.get(c0.get("finish_reason"), "end_turn")
-    if stop == "end_turn" and (calls or fc):
-        stop = "tool_use"
+    stop = _STOPS.to_ir(c0.get("finish_reason"), bool(calls or fc))
     u = obj.get("usage")
     return ir.Response(id=rid if isinstance(rid, str) else None,
                        model=obj.get("model") if isinstance(obj.get("model"), str) else "",
@@ -228,13 +211,13 @@ class StreamDecoder:
                     return
         except _GARBAGE:  # a chunk of the wrong shape (e.g. "choices": [1])
             if not self._done:
-                self._fail(_bad("upstream sent a malformed stream chunk"))
+                self._fail(bad_gateway("upstream sent a malformed stream chunk"))
 
     def close(self, err: GatewayError | None = None) -> None:
         """The body ended (`err`: the read failed). Complete after the finish, else a cut."""
         if self._done:
             return
-        self._closing = err or _bad(STREAM_CUT)
+        self._closing = err or bad_gateway(STREAM_CUT)
         try:
             for data in self._sse.close_data():
                 self._event(data)
@@ -242,7 +225,7 @@ class StreamDecoder:
                     return
         except _GARBAGE:
             if not self._done:
-                self._fail(_bad("upstream sent a malformed stream chunk"))
+                self._fail(bad_gateway("upstream sent a malformed stream chunk"))
             return
         if self._finished:
             self._done = True
@@ -276,12 +259,12 @@ class StreamDecoder:
             if data == b"[DONE]":
                 self._done_event()
             elif self._closing is None:
-                self._fail(_bad("upstream sent invalid JSON in a stream event"))
+                self._fail(bad_gateway("upstream sent invalid JSON in a stream event"))
             elif not self._finished:      # (after the finish a partial last event is dropped)
                 self._fail(self._closing)
             return
         if type(obj) is not dict:
-            self._fail(_bad("upstream sent an unexpected stream event"))
+            self._fail(bad_gateway("upstream sent an unexpected stream event"))
             return
         if not self._started:
             self._start(obj)
@@ -321,10 +304,7 @@ class StreamDecoder:
 
     def _finish(self, fr) -> None:
         self._finished = True
-        stop = FINISH.get(fr, "end_turn")
-        if stop == "end_turn" and self._tools:
-            stop = "tool_use"
-        self._sink.finish(stop, None)
+        self._sink.finish(_STOPS.to_ir(fr, bool(self._tools)), None)
 
     def _delta(self, d: dict, sink) -> None:
         tcs = d.get("tool_calls")
@@ -380,10 +360,3 @@ class StreamDecoder:
             if type(args) is not str:
                 args = orjson.dumps(args).decode()
             sink.tool_args(idx, args)
-
-
-def _s(v):
-    """A string field of a chunk: str or None; anything else makes the chunk malformed."""
-    if v is None or type(v) is str:
-        return v
-    raise TypeError("expected a string")

@@ -24,7 +24,8 @@ Wire shape (as api.openai.com sends it):
 - Chunks are built from per-stream byte templates (prefix with id/created/model, fixed suffix,
   made once at start()) plus orjson.dumps of the payload string, appended as parts to the
   output list and joined once per take(): no per-event dicts or concatenation.
-- error() → `data: {"error":{…}}` (errors.stream_error_event) and no [DONE]; close() without
+- error() → `data: {"error":{…}}` (`error_event`; `error_object` is the error body of a
+  whole response) and no [DONE]; close() without
   end()/error() → the same with 502 "upstream stream ended early". Nothing after either.
 - end() without finish() → a "stop"/"tool_calls" finish chunk first (never a stream without
   finish_reason).
@@ -33,9 +34,9 @@ Mapping decisions:
 - id: the upstream id when it already starts with "chatcmpl-", else "chatcmpl-" + upstream id,
   else "chatcmpl-" + ctx.id_seed. model: the upstream-reported model, else ctx.model.
   created: ctx.created.
-- finish_reason: end_turn/stop_sequence/pause_turn/error → stop, max_tokens → length,
-  tool_use → tool_calls, refusal → content_filter; "stop" in a turn that made tool calls →
-  tool_calls (Gemini reports STOP for function calls; OpenAI clients loop on "tool_calls").
+- finish_reason (common.STOPS["openai"]): end_turn/stop_sequence/pause_turn/error → stop,
+  max_tokens → length, tool_use → tool_calls, refusal → content_filter; "stop" in a turn that
+  made tool calls → tool_calls (Gemini reports STOP for function calls; OpenAI clients loop on "tool_calls").
 - Gemini signatures: ToolCall.signature / tool_start(signature=) → id = signatures.wrap_id(id,
   sig). Thinking signatures from Gemini carry the "plexus-gemini:" tag (signatures.wrap_sig) so
   the request parser can tell them from Anthropic ones: non-stream Thinking.source == "gemini"
@@ -58,19 +59,45 @@ from __future__ import annotations
 import orjson
 
 from ... import ir
-from ...errors import GatewayError, stream_error_event
+from ...errors import GatewayError
+from ..common import STOPS
 from ..signatures import SIG_PREFIX, wrap_id, wrap_sig
 
 STREAM_CONTENT_TYPE = b"text/event-stream"
 
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "error": "stop",
-          "max_tokens": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
+_STOPS = STOPS["openai"]
+
+# kind -> OpenAI error type
+ERROR_TYPE = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "billing": "insufficient_quota",
+    "permission": "permission_error",
+    "not_found": "invalid_request_error",
+    "request_too_large": "invalid_request_error",
+    "rate_limit": "rate_limit_error",
+    "api_error": "server_error",
+    "bad_gateway": "server_error",
+    "unavailable": "server_error",
+    "timeout": "server_error",
+    "overloaded": "server_error",
+}
 
 _DONE = b"data: [DONE]\n\n"
 _ARGS_CLOSE = b"}}]"
 _BLOCK_CLOSE = b"}]"
 _dumps = orjson.dumps
 _FIRST_DELTA = b'{"role":"assistant","content":"","refusal":null}'
+
+
+def error_object(err: GatewayError) -> dict:
+    return {"error": {"message": err.message, "type": ERROR_TYPE[err.kind], "param": err.param,
+                      "code": err.code}}
+
+
+def error_event(err: GatewayError) -> bytes:
+    """The final event of a stream that fails after it started (no `[DONE]` follows)."""
+    return b"data: " + orjson.dumps(error_object(err)) + b"\n\n"
 
 
 def chat_id(upstream_id: str | None, ctx: ir.Context) -> str:
@@ -134,9 +161,7 @@ def render_response(resp: ir.Response, ctx: ir.Context) -> bytes:
         msg["tool_calls"] = calls
     msg["refusal"] = None
     msg["annotations"] = []
-    finish = FINISH.get(resp.stop_reason, "stop")
-    if calls and finish == "stop":
-        finish = "tool_calls"
+    finish = _STOPS.from_ir(resp.stop_reason, bool(calls))
     return orjson.dumps({
         "id": chat_id(resp.id, ctx), "object": "chat.completion", "created": ctx.created,
         "model": resp.model or ctx.model,
@@ -262,9 +287,7 @@ class StreamEncoder(ir.EncoderOutput):
         if self._pre is None:
             self.start(None, None, None)
         self._finished = True
-        fr = FINISH.get(stop_reason, "stop")
-        if fr == "stop" and self._tools:
-            fr = "tool_calls"
+        fr = _STOPS.from_ir(stop_reason, bool(self._tools))
         self._out.append(self._pre + b'{},"logprobs":null,"finish_reason":"' + fr.encode() + b'"}]'
                          + self._usage_null + b"}\n\n")
 
@@ -286,4 +309,4 @@ class StreamEncoder(ir.EncoderOutput):
         if not isinstance(err, GatewayError):
             err = GatewayError(502, str(err) or "upstream error", "bad_gateway")
         self.failure = err.message
-        self._out.append(stream_error_event(err, "openai"))
+        self._out.append(error_event(err))

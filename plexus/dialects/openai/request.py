@@ -1,8 +1,9 @@
-"""OpenAI Chat Completions request body ↔ IR (pure: no I/O, no clock, no globals mutated).
+"""OpenAI Chat Completions: a client's request body → IR (pure: no I/O, no clock, no globals mutated).
 
 `parse_request` validates a client's /v1/chat/completions body (400 `invalid()` naming the
-param, e.g. "messages[2].content") and maps it to `ir.Request`; `build_request` maps an
-`ir.Request` to the body an OpenAI-compatible provider accepts.
+param, e.g. "messages[2].content") and maps it to `ir.Request`; `model_and_stream` is the
+gateway's first look at the body (model, stream flag, `messages` present). The way back, IR →
+the body an OpenAI-compatible provider accepts, is build.py.
 
 Parse (client → IR):
 - Leading system/developer messages → `req.system` (one Text per string or text part); later
@@ -34,8 +35,6 @@ Parse (client → IR):
   prediction, verbosity, metadata, top_k, thinking, vendor extensions…) is kept verbatim in
   `req.extra["openai"]`, sent only to OpenAI-type targets (logprobs are never translated
   back). metadata and top_k are also parsed into req.metadata / req.top_k.
-
-`build_request` (IR → provider body) lives in build.py and is re-exported here.
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ import orjson
 
 from ... import ir
 from ...errors import invalid
+from ..common import body_model, body_stream, from_body
 from ..signatures import unwrap_id, unwrap_sig
-from .build import build_request  # noqa: F401  (the dialect contract: request.build_request)
 
 
 EFFORTS = frozenset(("none", "minimal", "low", "medium", "high", "xhigh", "max"))
@@ -62,13 +61,14 @@ _EMPTY_SCHEMA = {"type": "object", "properties": {}}
 
 # ================================================================== parse (client → IR)
 
+model_and_stream = from_body("messages")
+
+
 def parse_request(body: dict, *, model: str | None = None, stream: bool | None = None) -> ir.Request:
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object")
     if model is None:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise invalid("`model` is required and must be a non-empty string", "model")
+        model = body_model(body)
     for p in ("functions", "function_call"):
         if p in body:
             raise invalid(f"`{p}` is deprecated and not supported; use `tools` and `tool_choice`", p)
@@ -107,11 +107,7 @@ def parse_request(body: dict, *, model: str | None = None, stream: bool | None =
         req.reasoning_effort, req.thinking = eff, eff != "none"
     if (v := g("thinking")) is not None:
         _parse_thinking_param(v, req)
-    if stream is None:
-        stream = g("stream")
-        if stream is not None and not isinstance(stream, bool):
-            raise invalid("`stream` must be a boolean", "stream")
-    req.stream = bool(stream)
+    req.stream = body_stream(body) if stream is None else stream
     if (so := g("stream_options")) is not None:
         req.include_usage = _dict(so, "stream_options").get("include_usage") is True
     passthrough = {k: v for k, v in body.items() if k not in _HANDLED}
@@ -145,7 +141,7 @@ def _parse_messages(msgs: list, req: ir.Request) -> None:
         elif role == "assistant":
             out.append(ir.Message("assistant", _assistant_parts(m, where, call_names)))
         elif role == "tool":
-            cid = unwrap_id(_str(m, "tool_call_id", where))[0]
+            cid = unwrap_id(_field_str(m, "tool_call_id", where))[0]
             content = _tool_content(m.get("content"), f"{where}.content")
             out.append(ir.Message("user", [ir.ToolResult(cid, content, name=call_names.get(cid))]))
         else:
@@ -164,7 +160,7 @@ def _text_parts(content, where: str, allow_images: bool) -> list:
         t = p.get("type") if isinstance(p, dict) else None
         if t == "text":
             cc = p.get("cache_control")
-            parts.append(ir.Text(_str(p, "text", pw, "a string"), cc if isinstance(cc, dict) else None))
+            parts.append(ir.Text(_field_str(p, "text", pw, "a string"), cc if isinstance(cc, dict) else None))
         elif allow_images and t == "image_url":
             parts.append(_image(p.get("image_url"), f"{pw}.image_url"))
         else:
@@ -224,7 +220,7 @@ def _assistant_parts(m: dict, where: str, call_names: dict) -> list:
                 key = "text" if t == "text" else "refusal" if t == "refusal" else None
                 if key is None:
                     raise invalid(f"{pw}: assistant content parts must be text or refusal", pw)
-                parts.append(ir.Text(_str(p, key, pw, "a string")))
+                parts.append(ir.Text(_field_str(p, key, pw, "a string")))
         else:
             raise invalid(f"{where}.content must be a string, an array or null", f"{where}.content")
     refusal = m.get("refusal")
@@ -238,7 +234,7 @@ def _assistant_parts(m: dict, where: str, call_names: dict) -> list:
             cw = f"{where}.tool_calls[{j}]"
             if not isinstance(c, dict):
                 raise invalid(f"{cw} must be an object", cw)
-            cid, sig = unwrap_id(_str(c, "id", cw))
+            cid, sig = unwrap_id(_field_str(c, "id", cw))
             name, args = _function(c.get("function"), f"{cw}.function")
             call_names[cid] = name
             parts.append(ir.ToolCall(cid, name, args, signature=sig))
@@ -251,7 +247,7 @@ def _assistant_parts(m: dict, where: str, call_names: dict) -> list:
 def _function(f, where: str) -> tuple[str, str]:
     if not isinstance(f, dict):
         raise invalid(f"{where} must be an object with name and arguments", where)
-    name = _str(f, "name", where)
+    name = _field_str(f, "name", where)
     args = f.get("arguments")
     if args is None:
         args = "{}"
@@ -298,11 +294,11 @@ def _thinking_blocks(blocks: list, rc, where: str, parts: list) -> None:
 def _thinking_block(b, where: str) -> ir.Thinking:
     t = b.get("type") if isinstance(b, dict) else None
     if t == "redacted_thinking":
-        return ir.Thinking(_str(b, "data", where, "a string"), redacted=True, source="anthropic")
+        return ir.Thinking(_field_str(b, "data", where, "a string"), redacted=True, source="anthropic")
     if t != "thinking":
         raise invalid(f"{where}.type must be thinking or redacted_thinking", f"{where}.type")
-    text = _str(b, "thinking", where, "a string") if b.get("thinking") is not None else ""
-    anth, gem = unwrap_sig(_str(b, "signature", where, "a string") if b.get("signature") else None)
+    text = _field_str(b, "thinking", where, "a string") if b.get("thinking") is not None else ""
+    anth, gem = unwrap_sig(_field_str(b, "signature", where, "a string") if b.get("signature") else None)
     return ir.Thinking(text, anth or gem, source="anthropic" if anth else "gemini" if gem else None)
 
 
@@ -317,8 +313,8 @@ def _parse_tools(tools) -> list:
         f = t.get("function")
         if not isinstance(f, dict):
             raise invalid(f"{w}.function must be an object", f"{w}.function")
-        name = _str(f, "name", f"{w}.function")
-        desc = _str(f, "description", f"{w}.function", "a string") if "description" in f else None
+        name = _field_str(f, "name", f"{w}.function")
+        desc = _field_str(f, "description", f"{w}.function", "a string") if "description" in f else None
         params = f.get("parameters", _EMPTY_SCHEMA)
         if not isinstance(params, dict):
             raise invalid(f"{w}.function.parameters must be a JSON Schema object",
@@ -374,7 +370,7 @@ def _parse_thinking_param(th, req: ir.Request) -> None:
         raise invalid('`thinking.type` must be "enabled" or "disabled"', "thinking.type")
 
 
-def _str(d: dict, key: str, where: str, what: str = "a non-empty string") -> str:
+def _field_str(d: dict, key: str, where: str, what: str = "a non-empty string") -> str:
     v = d.get(key)
     if not isinstance(v, str) or (not v and what == "a non-empty string"):
         raise invalid(f"{where}.{key} must be {what}", f"{where}.{key}")
