@@ -20,7 +20,7 @@ import signal
 import sys
 
 from .config_error import ConfigError
-from .server.handler import Gateway
+from .gateway.handler import Gateway
 from .server.protocol import ServerLimits, start_server
 from .upstream.tls import TLSSetupError, contexts
 from .upstream.transport import PlexusTransport

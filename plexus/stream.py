@@ -46,7 +46,7 @@ event and ends cleanly if the upstream's finish was seen, else with the error (t
 from __future__ import annotations
 
 from . import ir
-from .dialects.registry import DIALECTS, Dialect, get
+from .dialects.registry import Dialect, get
 from .errors import GatewayError, stream_cut
 from .sse import MAX_EVENT_BYTES
 
@@ -228,29 +228,3 @@ class Translator:
         except Exception:      # (fail() is the handler's last resort: it must end the stream)
             self.enc.error(err)
         return self.enc.take() + self.enc.close()
-
-
-# ---------------------------------------------------------------- until server/handler.py uses the registry
-# (the lead's switch removes these: they are the registry's records seen through the old names)
-
-def content_type(dialect: str | Dialect, sse: bool = True) -> bytes:
-    return get(dialect).content_type(sse)
-
-
-class _RequestModule:
-    """The old `request` module contract: build_request -> (path, body)."""
-
-    __slots__ = ("parse_request", "_d")
-
-    def __init__(self, d: Dialect) -> None:
-        self.parse_request = d.request.parse_request
-        self._d = d
-
-    def build_request(self, req: ir.Request, model: str, provider) -> tuple[str, bytes]:
-        d = self._d
-        return d.upstream_path(model, req.stream, True), d.build.build_request(req, model, provider)
-
-
-REQUEST = {n: _RequestModule(d) for n, d in DIALECTS.items()}
-DECODE = {n: d.decode for n, d in DIALECTS.items()}
-ENCODE = {n: d.encode for n, d in DIALECTS.items()}

@@ -218,6 +218,13 @@ def _set(path: str, value):
 
 _DELETE = object()
 
+
+def _both(*mutations):
+    def mutate(d):
+        for m in mutations:
+            m(d)
+    return mutate
+
 # (mutation, expected key path, substring of the message)
 CASES = [
     # top level
@@ -281,6 +288,22 @@ CASES = [
     (_set("providers/oa/stream_usage", "yes"), "providers.oa.stream_usage", "true or false"),
     (_set("providers/oa/stream_usage", 1), "providers.oa.stream_usage", "true or false"),
     (_set("providers/oa/reasoning", "no"), "providers.oa.reasoning", "true or false"),
+    (_set("providers/oa/first_event_timeout", 0), "providers.oa.first_event_timeout", "positive"),
+    (_set("providers/oa/total_timeout", "long"), "providers.oa.total_timeout", "number of seconds"),
+    (_set("providers/oa/models", "gpt-4o-mini"), "providers.oa.models", 'or "*"'),
+    (_set("providers/oa/models", ["gpt-4o-mini", "*"]), "providers.oa.models[1]", 'models: "*"'),
+    (_set("upstream", {"idle_timeout": 0}), "upstream.idle_timeout", "positive"),
+    (_set("upstream", {"total_timeout": float("nan")}), "upstream.total_timeout", "0 (no limit)"),
+    # routing
+    (_set("routing", [1]), "routing", "must be a mapping"),
+    (_set("routing", {"max_attempt": 2}), "routing.max_attempt", "did you mean 'max_attempts'"),
+    (_set("routing", {"max_attempts": -1}), "routing.max_attempts", "between 0 and 100"),
+    (_set("routing", {"max_attempts": "2"}), "routing.max_attempts", "integer"),
+    (_set("routing", {"cooldown": []}), "routing.cooldown", "non-empty list"),
+    (_set("routing", {"cooldown": 5}), "routing.cooldown", "non-empty list"),
+    (_set("routing", {"cooldown": [5, 0]}), "routing.cooldown[1]", "positive"),
+    (_set("routing", {"cooldown": [30, 5]}), "routing.cooldown[1]", "must not decrease"),
+    (_set("routing", {"direct_addressing": "yes"}), "routing.direct_addressing", "true or false"),
     # aliases and targets
     (_set("models/fast", {}), "models.fast.targets", "missing required key"),
     (_set("models/fast", None), "models.fast", "must be a mapping with 'targets'"),
@@ -293,7 +316,23 @@ CASES = [
     (_set("models/fast/targets/0/provider", _DELETE), "models.fast.targets[0].provider", "missing required key"),
     (_set("models/fast/targets/0/model", _DELETE), "models.fast.targets[0].model", "missing required key"),
     (_set("models/fast/targets/0/modle", "x"), "models.fast.targets[0].modle", "unknown key"),
-    (_set("models/fast/targets/0/weight", 2), "models.fast.targets[0].weight", "unknown key"),
+    (_set("models/fast/targets/0/weight", 2), "models.fast.targets[0].weight",
+     "only applies with 'selector: weighted'"),
+    (_set("models/fast/targets/0/wieght", 2), "models.fast.targets[0].wieght", "did you mean 'weight'"),
+    (_both(_set("models/two/selector", "weighted"), _set("models/two/targets/0/weight", 0)),
+     "models.two.targets[0].weight", "positive"),
+    (_set("models/two/selector", "fastest"), "models.two.selector", "unknown selector 'fastest'"),
+    (_set("models/two/selector", 1), "models.two.selector", "must be a string"),
+    (_set("models/two/selectr", "random"), "models.two.selectr", "did you mean 'selector'"),
+    (_set("models/two/targets/1", {"provider": "oa", "model": "gpt-4.1"}), "models.two.targets[1]",
+     "listed twice"),
+    (_set("models/fast/targets/0/ttfb_timeout", 0), "models.fast.targets[0].ttfb_timeout", "positive"),
+    (_set("models/fast/targets/0/total_timeout", -1), "models.fast.targets[0].total_timeout",
+     "0 (no limit) or a positive"),
+    (_set("models/fast/targets/0/idle_timeout", "x"), "models.fast.targets[0].idle_timeout",
+     "number of seconds"),
+    (_set("models/fast/targets/0/first_event_timout", 1), "models.fast.targets[0].first_event_timout",
+     "did you mean 'first_event_timeout'"),
     (_set("models/fast/targets/0", "oa/gpt-4o-mini"), "models.fast.targets[0]", "mapping"),
     (_set("models/two/targets/1/model", "claude-opus-4-1"), "models.two.targets[1].model",
      "add it to providers.an.models"),
@@ -334,6 +373,110 @@ def test_errors_never_echo_secrets():
         with pytest.raises(ConfigError) as ei:
             parse(dd)
         assert "SECRET" not in str(ei.value)
+
+
+# --------------------------------------------------------------------------- routing keys
+
+def _target_timeouts(t):
+    return (t.connect_timeout, t.ttfb_timeout, t.first_event_timeout, t.read_timeout, t.total_timeout)
+
+
+def test_routing_defaults():
+    c = parse(base())
+    assert (c.routing.max_attempts, c.routing.cooldown, c.routing.direct_addressing) == (
+        0, (5.0, 30.0, 120.0, 600.0), False)
+    fast = c.aliases["fast"]
+    assert fast.selector == "random"
+    t = fast.targets[0]
+    assert t.key == ("oa", "gpt-4o-mini") and t.weight == 1.0
+    assert _target_timeouts(t) == (10.0, 300.0, 300.0, 300.0, 0.0)
+    oa = c.providers["oa"]
+    assert (oa.first_event_timeout, oa.total_timeout, oa.any_model) == (300.0, 0.0, False)
+
+
+def test_routing_section():
+    d = base()
+    d["routing"] = {"max_attempts": 2, "cooldown": [1, 1.5, 60], "direct_addressing": True}
+    r = parse(d).routing
+    assert (r.max_attempts, r.cooldown, r.direct_addressing) == (2, (1.0, 1.5, 60.0), True)
+    d["routing"] = None
+    assert parse(d).routing.cooldown == (5.0, 30.0, 120.0, 600.0)
+    d["routing"] = {"max_attempts": "${N}", "direct_addressing": "${D:-false}"}
+    r = parse(d, {"N": "3"}).routing
+    assert (r.max_attempts, r.direct_addressing) == (3, False)
+
+
+def test_target_timeouts_layer_over_provider_over_upstream():
+    d = base()
+    d["upstream"] = {"connect_timeout": 2, "idle_timeout": 40, "total_timeout": 900}
+    d["providers"]["oa"].update(ttfb_timeout=20, first_event_timeout=600, read_timeout=50)
+    d["models"]["two"]["targets"][0].update(connect_timeout=1, idle_timeout=7, total_timeout=0)
+    d["models"]["two"]["targets"][1].update(first_event_timeout=30)
+    c = parse(d)
+    oa, an = c.providers["oa"], c.providers["an"]
+    assert (oa.connect_timeout, oa.ttfb_timeout, oa.first_event_timeout, oa.read_timeout, oa.total_timeout) == (
+        2.0, 20.0, 600.0, 50.0, 900.0)
+    assert (an.read_timeout, an.total_timeout) == (40.0, 900.0)  # idle_timeout is read_timeout
+    t0, t1 = c.aliases["two"].targets
+    assert _target_timeouts(t0) == (1.0, 20.0, 600.0, 7.0, 0.0)  # total 0 = no limit, per target
+    assert _target_timeouts(t1) == (2.0, 300.0, 30.0, 40.0, 900.0)
+    assert _target_timeouts(c.aliases["fast"].targets[0]) == (2.0, 20.0, 600.0, 50.0, 900.0)
+    assert all(isinstance(v, float) for v in _target_timeouts(t0))
+
+
+@pytest.mark.parametrize("node, path", [
+    (lambda d: d.setdefault("upstream", {}), "upstream"),
+    (lambda d: d["providers"]["oa"], "providers.oa"),
+    (lambda d: d["models"]["fast"]["targets"][0], "models.fast.targets[0]"),
+])
+def test_idle_and_read_timeout_are_one_setting(node, path):
+    d = base()
+    node(d).update(idle_timeout=5, read_timeout=6)
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    assert ei.value.key_path == f"{path}.idle_timeout" and "same setting" in ei.value.message
+
+
+def test_selectors_and_weights():
+    d = base()
+    d["models"]["two"]["selector"] = "weighted"
+    d["models"]["two"]["targets"][0]["weight"] = 3
+    d["models"]["two"]["targets"][1]["weight"] = 0.5
+    d["models"]["ordered"] = {"selector": "in_order", "targets": [{"provider": "oa", "model": "gpt-4.1"},
+                                                                 {"provider": "an", "model": "claude-sonnet-4-5"}]}
+    d["models"]["quick"] = {"selector": "least_latency", "targets": [{"provider": "oa", "model": "gpt-4o-mini"}]}
+    c = parse(d)
+    two = c.aliases["two"]
+    assert two.selector == "weighted" and [t.weight for t in two.targets] == [3.0, 0.5]
+    assert c.aliases["ordered"].selector == "in_order" and c.aliases["quick"].selector == "least_latency"
+
+
+def test_any_model_provider():
+    d = base()
+    d["providers"]["or"] = {"type": "OpenAI", "api_base_url": "https://openrouter.ai/api/v1", "models": "*"}
+    d["models"]["free"] = {"targets": [{"provider": "or", "model": "meta-llama/llama-3.3-70b-instruct:free"}]}
+    c = parse(d)
+    p = c.providers["or"]
+    assert p.any_model is True and p.models == ()
+    assert c.aliases["free"].targets[0].model == "meta-llama/llama-3.3-70b-instruct:free"
+    d["models"]["free"]["targets"][0]["model"] = "bad model"  # still a valid name
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    assert ei.value.key_path == "models.free.targets[0].model" and "spaces" in ei.value.message
+    # providers with a list stay strict
+    d["models"]["free"]["targets"] = [{"provider": "oa", "model": "gpt-5"}]
+    with pytest.raises(ConfigError, match="add it to providers.oa.models"):
+        parse(d)
+
+
+def test_direct_addressing_rejects_provider_names_with_a_slash():
+    d = base()
+    d["providers"]["team/oa"] = d["providers"].pop("ge")
+    parse(d)  # fine while direct addressing is off
+    d["routing"] = {"direct_addressing": True}
+    with pytest.raises(ConfigError) as ei:
+        parse(d)
+    assert ei.value.key_path == "providers.team/oa" and "contains '/'" in ei.value.message
 
 
 def test_not_a_mapping_and_empty():

@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 
 from plexus import ir
 from plexus.errors import GatewayError
-from plexus.stream import DECODE, Translator
+from plexus.dialects.registry import get as dialect_record
+from plexus.stream import Translator
 
 FIX = Path(__file__).parent / "fixtures"
 DIALECTS = ("openai", "anthropic", "gemini")
@@ -132,7 +133,7 @@ def _args(s: str):
 @functools.cache
 def reference(src: str, name: str) -> dict:
     rec = Rec()
-    dec = DECODE[src].StreamDecoder(rec)
+    dec = dialect_record(src).decode.StreamDecoder(rec)
     dec.feed(raw(src, name))
     dec.close()
     return {"text": "".join(rec.texts), "thinking": "".join(rec.thoughts), "end": rec.outcome,

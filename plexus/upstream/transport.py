@@ -163,6 +163,10 @@ class RawResponse(httpx.AsyncByteStream):
         if done is not None and not done.done():
             done.set_exception(exc)
 
+    def set_read_timeout(self, seconds: float | None) -> None:
+        """The longest wait for the next body bytes from now on (e.g. a first-event timeout)."""
+        self._timeout = _seconds(seconds)
+
     def pause_reading(self) -> None:
         conn = self._conn
         if conn is not None and not self._held:

@@ -94,6 +94,9 @@ _B64_SIG = base64.b64encode(_TAG_SIG).decode()
 _B64_RED = base64.b64encode(_TAG_RED).decode()
 _B64_SIG_URL = base64.urlsafe_b64encode(_TAG_SIG).decode()
 _B64_RED_URL = base64.urlsafe_b64encode(_TAG_RED).decode()
+# how a wrapped Claude signature starts in a Gemini client's history (gateway/attempt.py looks for
+# these to never relay them to a Gemini provider byte for byte)
+CLAUDE_SIGNATURE_PREFIXES = (_B64_SIG, _B64_RED, _B64_SIG_URL, _B64_RED_URL)
 
 
 def tag_anthropic(sig: str, redacted: bool = False) -> str:

@@ -64,7 +64,6 @@ from ...errors import GatewayError, invalid
 from ...ir import EFFORT_BUDGET, budget_effort
 from ..common import either, require_array
 from . import schema as gschema
-from .build import model_path  # noqa: F401  (its old place: server/endpoints.py imports it here)
 from .contents import parse_contents
 
 _METHODS = {b"generateContent": False, b"streamGenerateContent": True}

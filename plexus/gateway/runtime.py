@@ -1,18 +1,16 @@
-"""What the handler precomputes: per-provider request/response header plumbing and the
-model listings.
+"""What the pipeline precomputes per provider: its dialect record, URL, upstream headers and the
+rules for which headers cross the gateway, plus the model listings.
 
 `ProviderRuntime` holds, per provider and computed once at startup, the base URL, the
-upstream header block (auth in the provider type's form, `content-type`, the provider's own
-`headers`), and the rules for which headers cross the gateway:
+dialect record it speaks (`dialects.registry`), the upstream header block (auth in the
+dialect's form, `content-type`, the dialect's fixed headers, the provider's own `headers`), and:
 
-- upstream auth: OpenAI `authorization: Bearer`, Anthropic `x-api-key`, Gemini
-  `x-goog-api-key`; none when the key is empty (keyless local servers). The client's own
-  credentials are never forwarded (nor its `?key=`).
-- what crosses from the client to the provider is an explicit list, `FORWARDED_HEADERS` and
-  `FORWARDED_QUERY` below (API.md has the same table; a test holds them equal): to an
-  Anthropic provider `anthropic-version` (default 2023-06-01) and `anthropic-beta`, and the
-  query parameter `beta=true`. Nothing else: `openai-organization`/`openai-project` name the
-  client's own OpenAI account, not the gateway's key (set them in the provider's `headers:`).
+- what crosses from the client to the provider is the record's explicit list,
+  `forwarded_headers` / `forwarded_query` (API.md has the same table; a test holds them
+  equal): to an Anthropic provider `anthropic-version` and `anthropic-beta`, and the query
+  parameter `beta=true`. Nothing else: the client's credentials (and `?key=`) never;
+  `openai-organization`/`openai-project` name the client's own OpenAI account, not the
+  gateway's key (set them in the provider's `headers:`).
 - back to the client: content-type, request ids, retry-after and rate-limit headers;
   never hop-by-hop headers, content-length (re-framed by us), cookies or server names.
 
@@ -26,41 +24,33 @@ from datetime import datetime, timezone
 
 import orjson
 
-from ..dialects.gemini.request import model_path
+from ..dialects import registry
 from ..splice import replace_model
 from ..upstream.call import mapped
 
-ANTHROPIC_VERSION = b"2023-06-01"
-# provider type -> client request headers passed on to it (lowercase), and query parameters
-# passed on (name -> allowed values). Everything else the client sends stays here.
-FORWARDED_HEADERS = {"openai": (), "anthropic": (b"anthropic-version", b"anthropic-beta"), "gemini": ()}
-FORWARDED_QUERY = {"openai": {}, "anthropic": {"beta": ("true",)}, "gemini": {}}
 _FORWARD = {b"content-type", b"request-id", b"x-request-id", b"retry-after", b"retry-after-ms",
             b"openai-processing-ms", b"openai-version"}
 _FORWARD_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-", b"x-goog-")
 
 
 class ProviderRuntime:
-    __slots__ = ("provider", "transport", "base_url", "headers", "key_bytes", "_target_headers",
-                 "_anthropic_base", "_marks", "map_ttfb", "map_read", "map_stream")
+    __slots__ = ("provider", "dialect", "transport", "base_url", "headers", "key_bytes", "_base",
+                 "_fixed", "_target_headers", "_marks", "map_ttfb", "map_read", "map_stream")
 
     def __init__(self, provider, transport) -> None:
         self.provider = provider
+        d = self.dialect = registry.get(provider.type)
         self.transport = transport
         self.base_url = provider.base_url
         h = [(b"content-type", b"application/json")]
         key = self.key_bytes = provider.api_key.encode()
         if key:
-            if provider.type == "openai":
-                h.append((b"authorization", b"Bearer " + key))
-            elif provider.type == "anthropic":
-                h.append((b"x-api-key", key))
-            else:
-                h.append((b"x-goog-api-key", key))
+            h.append(d.auth_header(key))
         for name, value in provider.headers:
             h.append((name.lower().encode(), value.encode()))
-        self._anthropic_base = h
-        self.headers = h + [(b"anthropic-version", ANTHROPIC_VERSION)] if provider.type == "anthropic" else h
+        self._base = h
+        self._fixed = d.upstream_headers
+        self.headers = h + list(d.upstream_headers)
         self._target_headers: dict[str, bytes] = {}
         self._marks: dict[tuple[str, str], tuple] = {}
         # httpx error → GatewayError mappers, one per phase (stateless, so built once)
@@ -86,31 +76,33 @@ class ProviderRuntime:
         return m
 
     def request_headers(self, req) -> list[tuple[bytes, bytes]]:
-        """Anthropic upstream: keep the client's anthropic-version, forward anthropic-beta."""
-        version = req.header(b"anthropic-version")
-        beta = req.header(b"anthropic-beta")
-        if version is None and beta is None:
+        """The upstream headers plus the client headers the dialect forwards (a forwarded
+        header replaces a fixed one of the same name, e.g. the client's anthropic-version)."""
+        names = self.dialect.forwarded_headers
+        if not names:
             return self.headers
-        h = self._anthropic_base + [(b"anthropic-version", version or ANTHROPIC_VERSION)]
-        if beta is not None:
-            h.append((b"anthropic-beta", beta))
-        return h
+        fwd = [(n, v) for n in names if (v := req.header(n)) is not None]
+        if not fwd:
+            return self.headers
+        sent = {n for n, _ in fwd}
+        return self._base + [h for h in self._fixed if h[0] not in sent] + fwd
 
-    def passthrough(self, dialect: str, raw: bytes, body: dict, model: str, stream: bool, gem_sse: bool,
-                    query: dict[str, str]) -> tuple[str, bytes]:
-        """(upstream URL, body) for a same-dialect call: the client's bytes with only the model
-        value replaced (Gemini: the model is in the URL, the body goes as is)."""
-        if dialect == "gemini":
-            method = "streamGenerateContent" if stream else "generateContent"
-            url = f"{self.base_url}/{model_path(model)}:{method}"
-            return (url + "?alt=sse" if stream and gem_sse else url), raw
-        out = replace_model(raw, model, body)
-        if dialect == "openai":
-            return self.base_url + "/chat/completions", out
-        url = self.base_url + "/messages"
-        if query.get("beta") in FORWARDED_QUERY["anthropic"]["beta"]:
-            url += "?beta=" + query["beta"]
-        return url, out
+    def url(self, model: str, stream: bool, sse: bool = True, query: dict | None = None) -> str:
+        """The upstream URL; ``query``: the client's, when it speaks this provider's dialect
+        (only the dialect's forwarded parameters with allowed values pass)."""
+        url = self.base_url + self.dialect.upstream_path(model, stream, sse)
+        if query:
+            for name, allowed in self.dialect.forwarded_query.items():
+                value = query.get(name)
+                if value is not None and value in allowed:
+                    url += ("&" if "?" in url else "?") + f"{name}={value}"
+        return url
+
+    @staticmethod
+    def relay_body(raw: bytes, body: dict, model: str, path_model: bool) -> bytes:
+        """A same-dialect body: the client's bytes with only the model value replaced (none when
+        the dialect carries the model in the URL path)."""
+        return raw if path_model else replace_model(raw, model, body)
 
     @staticmethod
     def forward_headers(up, extra) -> list[tuple[bytes, bytes]]:
@@ -121,15 +113,6 @@ class ProviderRuntime:
                 out.append((lk, v))
         out.extend(extra)
         return out
-
-
-def guess_dialect(req) -> str:
-    p = req.path
-    if p.startswith(b"/v1/messages") or req.header(b"anthropic-version") is not None:
-        return "anthropic"
-    if p.startswith(b"/v1beta") or b":generateContent" in p or b":streamGenerateContent" in p:
-        return "gemini"
-    return "openai"
 
 
 def models_response(aliases: list[str]) -> dict[str, tuple[bytes, dict[str, bytes]]]:

@@ -1,0 +1,1 @@
+"""One request's pipeline: dispatch, route, prepare, attempt, relay (see handler.py)."""

@@ -1,0 +1,249 @@
+"""One attempt of a request at one target: prepare → open → classify → relay.
+
+Theory
+------
+* ``prepare`` is pure: the upstream URL, headers and body for *that* target, never mutating
+  the client's parsed request (the IR is parsed once per request, in ``Call.ir_request``, and
+  each target builds its own body from it). Same dialect on both sides is a byte relay with only
+  the model changed, unless the history holds another provider type's signatures
+  (``_FOREIGN``): then it goes through parse/build, which drops what the target cannot verify.
+* ``attempt`` returns True once the client has its answer (success, or an error it must see) and
+  False when the attempt failed before anything reached the client, so the caller moves on to
+  the next planned target. Every outcome is classified once (``routing.classify``) and reported
+  to the router (cooldowns, latency), whichever way the failure came: connect error, timeout, an
+  HTTP error status, an answer not valid for its dialect, or an error as the first event of a
+  200 stream (``relay.first_event``: the response head is held until that event is in, which
+  costs nothing to the time to first token).
+* What is returned at once, whatever the plan: FATAL outcomes (400, 413, 422, …: the request
+  itself is wrong), and everything when the plan has a single target (the provider's own answer,
+  status, headers and body, as before failover existed).
+* The log: one WARNING line per failed attempt (connect error, timeout, 5xx, invalid answer, error
+  event, cut stream) with provider, model, status, duration and attempt number; 4xx at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import orjson
+
+from .. import ir
+from ..dialects.gemini import encode as _gemini_encode
+from ..dialects.signatures import ID_SEP, SIG_PREFIX
+from ..errors import GatewayError, from_upstream
+from ..routing import CONNECT, INVALID, STREAM_ERROR, TIMEOUT, classify
+from ..routing.outcome import FATAL, OK
+from ..routing.cooldowns import retry_after
+from ..upstream.call import MAX_ERROR_BODY, open_upstream, read_all
+from .relay import relay_stream
+
+log = logging.getLogger("plexus")
+
+_JSON = (b"content-type", b"application/json")
+_ATTEMPTS = tuple((b"x-plexus-attempts", str(i).encode()) for i in range(17))
+
+# Markers of another provider type's signatures in a client's history, per dialect: such a body
+# is rebuilt (parse/build drops what the target cannot verify), never relayed byte for byte.
+_FOREIGN = {
+    "openai": (ID_SEP.encode(), b'"thinking_blocks"'),       # Gemini signatures in tool ids; Claude's
+    "anthropic": (SIG_PREFIX.encode(),),                      # Gemini signatures as thinking blocks
+    "gemini": tuple(p.encode() for p in _gemini_encode.CLAUDE_SIGNATURE_PREFIXES),  # wrapped Claude
+}
+
+
+def _foreign(dialect: str, raw: bytes) -> bool:
+    for marker in _FOREIGN[dialect]:
+        if raw.find(marker) != -1:
+            return True
+    return False
+
+
+class Failure:
+    __slots__ = ("target", "status", "what", "retry_after")
+
+    def __init__(self, target, status: int, what: str, retry_after: float | None) -> None:
+        self.target, self.status, self.what, self.retry_after = target, status, what, retry_after
+
+
+class Call:
+    """One client request across its attempts (the pipeline's per-request state)."""
+
+    __slots__ = ("gw", "req", "resp", "d", "body", "model", "stream", "sse", "query", "alias",
+                 "planned", "n", "failures", "_ireq")
+
+    def __init__(self, gw, req, resp, d, body: dict, model: str, stream: bool, sse: bool, query: dict,
+                 alias, planned: int) -> None:
+        self.gw, self.req, self.resp, self.d, self.body = gw, req, resp, d, body
+        self.model, self.stream, self.sse, self.query, self.alias = model, stream, sse, query, alias
+        self.planned, self.n = planned, 0
+        self.failures: list[Failure] = []
+        self._ireq = None
+
+    def ir_request(self) -> ir.Request:
+        """The client's request in the IR, parsed once however many targets need it."""
+        if self._ireq is None:
+            in_path = self.d.parse_path is not None  # the model came from the URL (Gemini)
+            self._ireq = self.d.request.parse_request(self.body, model=self.model if in_path else None,
+                                                      stream=self.stream if in_path else None)
+        return self._ireq
+
+    def failed(self, target, outcome, status: int, what: str, started: float,
+               ra: float | None = None) -> None:
+        """Report a failed attempt to routing, log it, remember it for the final error."""
+        loop = self.resp.loop
+        now = loop.time()
+        self.gw.router.report(target, outcome, now, retry_after=ra, status=status)
+        if status >= 500 or status == 429 or outcome is not FATAL:
+            log.warning("upstream failure: provider=%s model=%s status=%d duration=%.3fs attempt=%d/%d: %s",
+                        target.provider.name, target.model, status, now - started, self.n, self.planned, what)
+        self.failures.append(Failure(target, status, what, ra))
+
+    def final_error(self) -> GatewayError:
+        """Every planned attempt failed: the most meaningful status (429 keeps its retry-after,
+        else 504 if all timed out, 503 if any was overloaded/unavailable, else 502), naming the
+        alias and what each attempt came to; no upstream address, no secret."""
+        statuses = [f.status for f in self.failures]
+        headers = []
+        if 429 in statuses:
+            status = 429
+            waits = [f.retry_after for f in self.failures if f.status == 429 and f.retry_after is not None]
+            if waits:
+                headers.append((b"retry-after", str(max(1, int(min(waits) + 0.999))).encode()))
+        elif all(s == 504 for s in statuses):
+            status = 504
+        elif any(s in (503, 529) for s in statuses):
+            status = 503
+        else:
+            status = 502
+        parts = "; ".join(f"{f.target.provider.name}/{f.target.model}: {f.what}" for f in self.failures)
+        n = len(self.failures)
+        return GatewayError(status, f"all {n} attempt{'s' if n != 1 else ''} for model '{self.alias.name}' "
+                                    f"failed: {parts}", headers=headers)
+
+
+async def attempt(call: Call, target) -> bool:
+    """Try ``target``; True once the client has its answer, False to try the next target."""
+    gw = call.gw
+    prov = target.provider
+    rt = gw.runtime[prov.name]
+    pd, d = rt.dialect, call.d
+    resp = call.resp
+    loop = resp.loop
+    call.n += 1
+    deliver = call.planned == 1  # a lone target's own answer goes to the client, as it is
+
+    # ---- prepare (pure)
+    if pd is d and not _foreign(d.name, call.req.body):
+        stream, ctx = call.stream, None
+        url = rt.url(target.model, stream, call.sse, call.query)
+        out = rt.relay_body(call.req.body, call.body, target.model, d.parse_path is not None)
+    else:
+        ireq = call.ir_request()
+        stream = ireq.stream
+        out = pd.build.build_request(ireq, target.model, prov)
+        url = rt.url(target.model, stream, True)
+        ctx = ir.Context(model=target.model, id_seed=os.urandom(12).hex(), created=int(time.time()),
+                         include_usage=ireq.include_usage, alias=call.alias.name, gemini_sse=call.sse,
+                         extra={"upstream": pd.name})
+    headers = rt.request_headers(call.req)
+    marks = rt.marks(call.alias.name, target.model) + (_ATTEMPTS[call.n] if call.n < 17 else
+                                                       (b"x-plexus-attempts", str(call.n).encode()),)
+
+    # ---- open, classify, relay
+    started = loop.time()
+    up = None
+    try:
+        try:
+            up = await open_upstream(rt.transport, prov, url, headers, out, loop, rt.map_ttfb)
+        except GatewayError as e:
+            kind = TIMEOUT if e.status == 504 else CONNECT
+            call.failed(target, classify(e.status, kind), e.status, e.message, started)
+            if deliver:
+                raise
+            return False
+        status = up.status_code
+        if status >= 300:
+            return await _error_answer(call, target, rt, up, ctx is None, marks, started, deliver)
+        if not stream:
+            return await _whole_answer(call, target, rt, up, ctx, marks, started, deliver)
+        return await relay_stream(call, target, rt, up, ctx, marks, started, deliver)
+    finally:
+        if up is not None:
+            await up.aclose()
+            if gw.debug:
+                log.debug("%s -> %s/%s: upstream %d%s (attempt %d/%d)", call.alias.name, prov.name,
+                          target.model, up.status_code, " (stream)" if stream else "", call.n, call.planned)
+
+
+async def _error_answer(call, target, rt, up, passthrough: bool, marks, started, deliver: bool) -> bool:
+    """An upstream error status: fail over (RETRY/AUTH), or hand it to the client (FATAL, or the
+    plan's only target): a JSON error body relayed as is to a same-dialect client, else re-rendered
+    in the caller's dialect with the status and retry-after kept."""
+    prov = rt.provider
+    status = up.status_code
+    ra = retry_after(up.raw_headers, time.time())
+    outcome = classify(status)
+    data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
+    if rt.key_bytes and rt.key_bytes in data:  # a provider that echoes our key back: never relay it
+        data = data.replace(rt.key_bytes, b"[redacted]")
+    call.failed(target, outcome, status, f"HTTP {status}", started, ra)
+    if not deliver and outcome is not FATAL:
+        return False
+    if status < 400:
+        raise GatewayError(502, f"provider '{prov.name}' answered HTTP {status}", "bad_gateway")
+    if passthrough and not (status == 401 and not prov.api_key):
+        try:
+            ok = isinstance(orjson.loads(data), (dict, list))
+        except orjson.JSONDecodeError:
+            ok = False
+        if ok:
+            call.resp.send(status, rt.forward_headers(up, marks), data)
+            return True
+    err = from_upstream(status, data, up.raw_headers, prov.name)
+    if status == 401 and not prov.api_key:
+        env = " or ".join(prov.api_key_env) or f"providers.{prov.name}.api_key"
+        err.message += f" (provider '{prov.name}' has no API key configured: set {env})"
+    err.headers.extend(marks)
+    raise err
+
+
+async def _whole_answer(call, target, rt, up, ctx, marks, started, deliver: bool) -> bool:
+    """A non-stream 2xx: checked (JSON for a relay; decoded for a translation) before it is sent,
+    so an invalid answer can still fail over."""
+    prov = rt.provider
+    loop = call.resp.loop
+    head = loop.time()
+    try:
+        data = await read_all(up, prov, prov.max_response_bytes, rt.map_read)
+        if ctx is None:
+            check_json(data, prov.name)
+            status, headers, payload = up.status_code, rt.forward_headers(up, marks), data
+        else:
+            ires = rt.dialect.decode.parse_response(data)
+            status, headers, payload = 200, [_JSON, *marks], call.d.encode.render_response(ires, ctx)
+    except GatewayError as e:
+        call.failed(target, classify(e.status, TIMEOUT if e.status == 504 else INVALID), e.status,
+                    e.message, started)
+        if deliver:
+            raise
+        return False
+    call.gw.router.report(target, OK, loop.time(), ttfb=head - started)
+    call.resp.send(status, headers, payload)
+    return True
+
+
+def check_json(data: bytes, provider: str) -> None:
+    """A 2xx non-stream answer must be JSON: HTML, empty or truncated bodies become 502."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        snippet = data[:120].decode("utf-8", "replace").strip()
+        raise GatewayError(502, f"provider '{provider}' returned an invalid response"
+                                + (f": {snippet!r}" if snippet else " (empty body)"), "bad_gateway") from None
+    if not isinstance(obj, (dict, list)):
+        raise GatewayError(502, f"provider '{provider}' returned an invalid response", "bad_gateway")
+
+
+__all__ = ["Call", "attempt", "check_json", "STREAM_ERROR"]

@@ -1,0 +1,210 @@
+"""A streamed answer: hold the head until the first upstream event, then relay the rest.
+
+Theory
+------
+* ``first_event``: before anything is sent to the client, the upstream body is read until its
+  first SSE event is complete (a blank line), within the target's ``first_event_timeout``. If
+  that event is an error (Anthropic's ``event: error`` with ``overloaded_error``, an OpenAI
+  ``data: {"error": …}`` chunk), the attempt fails over like an HTTP error would, with the
+  status its type maps to (``errors.ERROR_TYPE_KIND``), so the same upstream failure gets the
+  same status whichever way it came. The first event is needed to answer anyway, so holding
+  the head costs no time to first token.
+* Then the client's head goes out with the translated first event, and the rest of the body is
+  piped: each upstream chunk goes from the connection's callback through the translator to the
+  client write (``RawResponse.pipe``, no task switch per event). A client that stops reading
+  pauses the upstream; ``server.write_timeout`` cuts it off. After the first byte nothing is
+  retried: a failure ends the stream with the dialect's error event, is logged, and is reported
+  to routing (the target cools down).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from ..errors import ERROR_TYPE_KIND, KIND_STATUS, GatewayError, from_upstream
+from ..routing import INVALID, STREAM_ERROR, TIMEOUT, classify
+from ..routing.outcome import OK, RETRY
+from ..stream import Passthrough, Translator
+from ..upstream.call import MAX_ERROR_BODY, read_all
+from ..upstream.transport import RawResponse
+
+log = logging.getLogger("plexus")
+
+_BLANK = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
+def _has_event(buf: bytes) -> bool:
+    for sep in _BLANK:
+        if buf.find(sep) != -1:
+            return True
+    return False
+
+
+def _error_event(buf: bytes) -> tuple[int, str] | None:
+    """(status, message) when the first SSE event of ``buf`` is an error event, else None."""
+    ends = [i for i in (buf.find(sep) for sep in _BLANK) if i != -1]
+    block = buf[:min(ends)] if ends else buf
+    lines = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    event, data = b"", b""
+    for line in lines:
+        name, _, value = line.partition(b":")
+        value = value[1:] if value[:1] == b" " else value
+        if name == b"event":
+            event = value
+        elif name == b"data":
+            data += value
+    if event != b"error" and not data.startswith(b'{"error"'):
+        return None
+    try:
+        obj = orjson.loads(data)
+        err = obj.get("error") if isinstance(obj, dict) else None
+    except orjson.JSONDecodeError:
+        err = None
+    etype = err.get("type") if isinstance(err, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    kind = ERROR_TYPE_KIND.get(etype) if isinstance(etype, str) else None
+    status = KIND_STATUS.get(kind) if kind else (code if isinstance(code, int) and 400 <= code < 600 else 500)
+    message = err.get("message") if isinstance(err, dict) else None
+    return status, f"error event {etype or ''}: {message or ''}".strip(": ")
+
+
+def _content_type(raw: list[tuple[bytes, bytes]]) -> str:
+    """The upstream content-type as httpx's ``headers.get`` gives it (repeated values joined)."""
+    values = [v for k, v in raw if k.lower() == b"content-type"]
+    if not values:
+        return ""
+    value = values[0] if len(values) == 1 else b", ".join(values)
+    for encoding in ("ascii", "utf-8"):
+        try:
+            return value.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return value.decode("latin-1")
+
+
+async def first_event(up, rt, target) -> bytes:
+    """Body bytes up to at least the first complete SSE event (or the whole body if it ends
+    first), waiting at most ``first_event_timeout`` between reads."""
+    buf = up.ready_chunk()
+    if _has_event(buf) or up.at_end():
+        return buf
+    timeout_set = type(up) is RawResponse
+    if timeout_set:
+        up.set_read_timeout(target.first_event_timeout)
+    try:
+        parts = [buf]
+        it = aiter(up)
+        with rt.map_stream:
+            while True:
+                try:
+                    chunk = await anext(it)
+                except StopAsyncIteration:
+                    break
+                parts.append(chunk)
+                if _has_event(chunk) or _has_event(b"".join(parts[-2:])):
+                    break
+        return b"".join(parts)
+    finally:
+        if timeout_set:
+            up.set_read_timeout(target.read_timeout)
+
+
+async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver: bool) -> bool:
+    resp = call.resp
+    loop = resp.loop
+    prov = rt.provider
+    d = call.d
+    ctype = _content_type(up.raw_headers)
+    expect_sse = not (ctx is None and not call.sse)  # else Gemini's JSON-array stream, relayed
+    if expect_sse and "event-stream" not in ctype:
+        data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
+        err = from_upstream(502, data, None, prov.name) if b"error" in data else GatewayError(
+            502, f"provider '{prov.name}' answered a stream request with '{ctype or 'no content-type'}'",
+            "bad_gateway")
+        call.failed(target, classify(None, INVALID), 502, err.message, started)
+        if deliver:
+            raise err
+        return False
+    early = up.ready_chunk() if not expect_sse else b""
+    if expect_sse:
+        try:
+            early = await first_event(up, rt, target)
+        except GatewayError as e:
+            call.failed(target, classify(e.status, TIMEOUT if e.status == 504 else INVALID), e.status,
+                        e.message, started)
+            if deliver:
+                raise
+            return False
+        if not deliver:
+            bad = _error_event(early)
+            if bad is not None:
+                status, what = bad
+                outcome = classify(status, STREAM_ERROR)
+                call.failed(target, outcome, status, what, started)
+                if outcome.fail_over:
+                    return False  # else (the request's own fault) the client gets the error event
+    call.gw.router.report(target, OK, loop.time(), ttfb=loop.time() - started)
+
+    if ctx is None:
+        tr = Passthrough(d, call.sse)
+        headers = rt.forward_headers(up, marks)
+    else:
+        tr = Translator(rt.dialect, d, ctx)
+        headers = [(b"content-type", d.content_type(call.sse)), (b"cache-control", b"no-cache"), *marks]
+    # Body bytes already here go out with our head, and the last piece with the end of the
+    # stream: a whole stream that arrived in one read leaves in one or two writes.
+    pending, out = None, b""
+    if early:
+        try:
+            out = tr.feed(early)
+        except Exception as e:  # handled below, as for any chunk, once the response started
+            pending = e
+    resp.start(200 if ctx is not None else up.status_code, headers, out)
+    last: list[bytes] = []
+    try:
+        if pending is not None:
+            raise pending
+        with rt.map_stream:
+            if not up.at_end():
+                if type(up) is RawResponse:
+                    await up.pipe(_relay(tr.feed, resp, up, last))
+                else:  # another httpx transport (tests): pull the chunks
+                    async for chunk in up:
+                        out = tr.feed(chunk)
+                        if out:
+                            await resp.write(out)
+        tail = tr.close()
+    except GatewayError as e:
+        tail = tr.fail(e)
+    except Exception as e:  # a translator bug must still end the stream properly
+        log.exception("stream translation failed")
+        tail = tr.fail(GatewayError(502, f"stream translation failed: {type(e).__name__}", "bad_gateway"))
+    piece = last[0] if last else b""
+    resp.end(piece + tail if tail else piece)
+    failure = tr.failure  # the message of the error event that ended the stream, else None
+    if failure is not None:
+        now = loop.time()
+        call.gw.router.report(target, RETRY, now, status=502)
+        log.warning("upstream failure: provider=%s model=%s status=%d duration=%.3fs attempt=%d/%d: %s",
+                    prov.name, target.model, up.status_code, now - started, call.n, call.planned, failure)
+    return True
+
+
+def _relay(feed, resp, up, last: list):
+    """The body callback of a piped upstream stream: runs inside the upstream connection's
+    data_received, so each event costs one translator feed and one client write, no task switch.
+    The last piece is kept in ``last`` to leave with the end of the stream in one write. A client
+    that stops reading pauses the upstream until it drains (or write_timeout cuts it off)."""
+    write = resp.write_nowait
+
+    def on_body(chunk: bytes, end: bool) -> None:
+        out = feed(chunk)
+        if out:
+            if end:
+                last.append(out)
+            elif write(out):
+                up.pause_reading()
+                resp.when_writable(up.resume_reading)
+    return on_body
