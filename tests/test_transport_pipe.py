@@ -121,3 +121,21 @@ def test_pipe_pause_holds_the_upstream_without_timing_out(run):
             await r.aclose()
             await t.aclose()
     run(main)
+
+
+def test_expire_ends_a_piped_body_with_a_read_timeout(run):
+    """A target's total_timeout: the relay calls expire() when the whole exchange ran too long,
+    however steadily the upstream keeps sending."""
+    async def main():
+        async with Upstream(lambda rd, wr: events_server(rd, wr, n=200, gap=0.01)) as up:
+            t = PlexusTransport(read_timeout=5)
+            r = await open_(t, up.url())
+            got = []
+            done = r.pipe(lambda data, end: got.append(data))
+            asyncio.get_running_loop().call_later(0.2, r.expire)
+            with pytest.raises(httpx.ReadTimeout, match="total timeout"):
+                await done
+            assert 0 < len(got) < 200
+            await r.aclose()
+            await t.aclose()
+    run(main)

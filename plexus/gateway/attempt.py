@@ -37,6 +37,7 @@ from ..routing import CONNECT, INVALID, STREAM_ERROR, TIMEOUT, classify
 from ..routing.outcome import FATAL, OK
 from ..routing.cooldowns import retry_after
 from ..upstream.call import MAX_ERROR_BODY, open_upstream, read_all
+from ..upstream.transport import RawResponse
 from .relay import relay_stream
 
 log = logging.getLogger("plexus")
@@ -58,6 +59,22 @@ def _foreign(dialect: str, raw: bytes) -> bool:
         if raw.find(marker) != -1:
             return True
     return False
+
+
+def _no_address(what: str, prov) -> str:
+    """A failure's description fit for a client: the provider's (and its proxy's) host and port
+    taken out, in the forms error messages use (``host:port``, ``[v6]:port``, ``('host', port)``,
+    ``'host'``)."""
+    places = [(prov.host, prov.port)]
+    if prov.proxy is not None:
+        places.append((prov.proxy.host, prov.proxy.port))
+    for host, port in places:
+        if host and host in what:
+            for form in (f"[{host}]:{port}", f"{host}:{port}", f"('{host}', {port})", f"'{host}'", f"[{host}]"):
+                what = what.replace(form, "<upstream>")
+            if "." in host or ":" in host:  # an IP or a qualified name, never a word of the message
+                what = what.replace(host, "<upstream>")
+    return what
 
 
 class Failure:
@@ -95,25 +112,29 @@ class Call:
         loop = self.resp.loop
         now = loop.time()
         self.gw.router.report(target, outcome, now, retry_after=ra, status=status)
+        key = self.gw.runtime[target.provider.name].key_bytes
+        if key and key.decode() in what:  # a provider that echoes our key back (in an error event)
+            what = what.replace(key.decode(), "[redacted]")
         if status >= 500 or status == 429 or outcome is not FATAL:
             log.warning("upstream failure: provider=%s model=%s status=%d duration=%.3fs attempt=%d/%d: %s",
                         target.provider.name, target.model, status, now - started, self.n, self.planned, what)
-        self.failures.append(Failure(target, status, what, ra))
+        self.failures.append(Failure(target, status, _no_address(what, target.provider), ra))
 
     def final_error(self) -> GatewayError:
-        """Every planned attempt failed: the most meaningful status (429 keeps its retry-after,
-        else 504 if all timed out, 503 if any was overloaded/unavailable, else 502), naming the
-        alias and what each attempt came to; no upstream address, no secret."""
+        """Every planned attempt failed: the most meaningful status (429 when every attempt was
+        rate-limited, else 504 if all timed out, 503 if any was overloaded, unavailable or
+        rate-limited, else 502; the soonest retry-after of a 429 kept), naming the alias and what
+        each attempt came to; no upstream address, no secret."""
         statuses = [f.status for f in self.failures]
         headers = []
-        if 429 in statuses:
+        waits = [f.retry_after for f in self.failures if f.status == 429 and f.retry_after is not None]
+        if waits:
+            headers.append((b"retry-after", str(max(1, int(min(waits) + 0.999))).encode()))
+        if all(s == 429 for s in statuses):
             status = 429
-            waits = [f.retry_after for f in self.failures if f.status == 429 and f.retry_after is not None]
-            if waits:
-                headers.append((b"retry-after", str(max(1, int(min(waits) + 0.999))).encode()))
         elif all(s == 504 for s in statuses):
             status = 504
-        elif any(s in (503, 529) for s in statuses):
+        elif any(s in (503, 529, 429) for s in statuses):
             status = 503
         else:
             status = 502
@@ -156,7 +177,7 @@ async def attempt(call: Call, target) -> bool:
     up = None
     try:
         try:
-            up = await open_upstream(rt.transport, prov, url, headers, out, loop, rt.map_ttfb)
+            up = await open_upstream(rt.transport, prov, url, headers, out, loop, rt.map_ttfb, target)
         except GatewayError as e:
             kind = TIMEOUT if e.status == 504 else CONNECT
             call.failed(target, classify(e.status, kind), e.status, e.message, started)
@@ -215,6 +236,8 @@ async def _whole_answer(call, target, rt, up, ctx, marks, started, deliver: bool
     prov = rt.provider
     loop = call.resp.loop
     head = loop.time()
+    if target.total_timeout and type(up) is RawResponse:  # no read may wait past the total limit
+        up.set_read_timeout(max(0.001, min(target.read_timeout, started + target.total_timeout - head)))
     try:
         data = await read_all(up, prov, prov.max_response_bytes, rt.map_read)
         if ctx is None:

@@ -12,9 +12,11 @@ Theory
 * Then the client's head goes out with the translated first event, and the rest of the body is
   piped: each upstream chunk goes from the connection's callback through the translator to the
   client write (``RawResponse.pipe``, no task switch per event). A client that stops reading
-  pauses the upstream; ``server.write_timeout`` cuts it off. After the first byte nothing is
+  pauses the upstream; ``server.write_timeout`` cuts it off; a target's ``total_timeout`` ends
+  the piped body when the whole exchange has run that long. After the first byte nothing is
   retried: a failure ends the stream with the dialect's error event, is logged, and is reported
-  to routing (the target cools down).
+  to routing (the target cools down). A provider's own error event ending a relayed stream
+  counts the same (classified like a first-event error: a request error cools nothing).
 """
 
 from __future__ import annotations
@@ -84,15 +86,19 @@ def _content_type(raw: list[tuple[bytes, bytes]]) -> str:
     return value.decode("latin-1")
 
 
-async def first_event(up, rt, target) -> bytes:
+async def first_event(up, rt, target, started: float, loop) -> bytes:
     """Body bytes up to at least the first complete SSE event (or the whole body if it ends
-    first), waiting at most ``first_event_timeout`` between reads."""
+    first), waiting at most ``first_event_timeout`` between reads (and never past the target's
+    ``total_timeout`` counted from ``started``)."""
     buf = up.ready_chunk()
     if _has_event(buf) or up.at_end():
         return buf
     timeout_set = type(up) is RawResponse
     if timeout_set:
-        up.set_read_timeout(target.first_event_timeout)
+        wait = target.first_event_timeout
+        if target.total_timeout:  # never past the whole exchange's limit
+            wait = max(0.001, min(wait, started + target.total_timeout - loop.time()))
+        up.set_read_timeout(wait)
     try:
         parts = [buf]
         it = aiter(up)
@@ -130,7 +136,7 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
     early = up.ready_chunk() if not expect_sse else b""
     if expect_sse:
         try:
-            early = await first_event(up, rt, target)
+            early = await first_event(up, rt, target, started, loop)
         except GatewayError as e:
             call.failed(target, classify(e.status, TIMEOUT if e.status == 504 else INVALID), e.status,
                         e.message, started)
@@ -163,15 +169,24 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
             pending = e
     resp.start(200 if ctx is not None else up.status_code, headers, out)
     last: list[bytes] = []
+    # a relayed stream may end with the provider's own error event (relayed as is, so not a
+    # failure of the Passthrough): its last chunk is kept to tell, as a translation would
+    seen = [early] if ctx is None and expect_sse else None
+    timer = None
     try:
         if pending is not None:
             raise pending
         with rt.map_stream:
             if not up.at_end():
                 if type(up) is RawResponse:
-                    await up.pipe(_relay(tr.feed, resp, up, last))
+                    done = up.pipe(_relay(tr.feed, resp, up, last, seen))
+                    if target.total_timeout and not done.done():  # the whole exchange's limit
+                        timer = loop.call_at(started + target.total_timeout, up.expire)
+                    await done
                 else:  # another httpx transport (tests): pull the chunks
                     async for chunk in up:
+                        if seen is not None and chunk:
+                            seen[0] = chunk
                         out = tr.feed(chunk)
                         if out:
                             await resp.write(out)
@@ -181,25 +196,44 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
     except Exception as e:  # a translator bug must still end the stream properly
         log.exception("stream translation failed")
         tail = tr.fail(GatewayError(502, f"stream translation failed: {type(e).__name__}", "bad_gateway"))
+    finally:
+        if timer is not None:
+            timer.cancel()
     piece = last[0] if last else b""
     resp.end(piece + tail if tail else piece)
     failure = tr.failure  # the message of the error event that ended the stream, else None
-    if failure is not None:
+    outcome, status = RETRY, 502
+    if failure is None and seen is not None:
+        bad = _error_event(_last_event(seen[0]))
+        if bad is not None:  # the provider's own error event, relayed: the same failure as translated
+            status, failure = bad
+            outcome = classify(status, STREAM_ERROR)
+    if failure is not None and outcome.cool_down:
         now = loop.time()
-        call.gw.router.report(target, RETRY, now, status=502)
+        call.gw.router.report(target, outcome, now, status=status)
         log.warning("upstream failure: provider=%s model=%s status=%d duration=%.3fs attempt=%d/%d: %s",
                     prov.name, target.model, up.status_code, now - started, call.n, call.planned, failure)
     return True
 
 
-def _relay(feed, resp, up, last: list):
+def _last_event(buf: bytes) -> bytes:
+    """The last SSE event block of ``buf`` (line ends normalized)."""
+    body = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").rstrip(b"\n")
+    i = body.rfind(b"\n\n")
+    return body[i + 2:] if i != -1 else body
+
+
+def _relay(feed, resp, up, last: list, seen: list | None = None):
     """The body callback of a piped upstream stream: runs inside the upstream connection's
     data_received, so each event costs one translator feed and one client write, no task switch.
-    The last piece is kept in ``last`` to leave with the end of the stream in one write. A client
-    that stops reading pauses the upstream until it drains (or write_timeout cuts it off)."""
+    The last piece is kept in ``last`` to leave with the end of the stream in one write (and the
+    last upstream chunk in ``seen[0]``, when given). A client that stops reading pauses the
+    upstream until it drains (or write_timeout cuts it off)."""
     write = resp.write_nowait
 
     def on_body(chunk: bytes, end: bool) -> None:
+        if seen is not None:
+            seen[0] = chunk
         out = feed(chunk)
         if out:
             if end:

@@ -94,13 +94,20 @@ class _HttpxResponse:
 
 
 async def open_upstream(transport, provider, url: str, headers: list[tuple[bytes, bytes]],
-                        body: bytes, loop=None, ttfb_map: mapped | None = None):
-    """POST `body` to `url`; the response once its head arrived (see the module docstring)."""
-    with ttfb_map or mapped(provider.name, provider.ttfb_timeout):
+                        body: bytes, loop=None, ttfb_map: mapped | None = None, target=None):
+    """POST `body` to `url`; the response once its head arrived (see the module docstring).
+    ``target``: a routing target whose own connect/ttfb/read timeouts apply (else the provider's)."""
+    t = target if target is not None else provider
+    if ttfb_map is None or t.ttfb_timeout != provider.ttfb_timeout:
+        ttfb_map = mapped(provider.name, t.ttfb_timeout)
+    with ttfb_map:
         if type(transport) is PlexusTransport:
-            return await transport.open(b"POST", url, headers, body, provider.ttfb_timeout, loop)
+            if t is provider:
+                return await transport.open(b"POST", url, headers, body, provider.ttfb_timeout, loop)
+            return await transport.open(b"POST", url, headers, body, t.ttfb_timeout, loop,
+                                        t.connect_timeout, t.read_timeout)
         return _HttpxResponse(await open_stream(transport, b"POST", url, headers, body,
-                                                ttfb=provider.ttfb_timeout))
+                                                ttfb=t.ttfb_timeout))
 
 
 def _too_large(provider, limit: int) -> GatewayError:

@@ -163,6 +163,12 @@ class RawResponse(httpx.AsyncByteStream):
         if done is not None and not done.done():
             done.set_exception(exc)
 
+    def expire(self, message: str = "the response took longer than its total timeout") -> None:
+        """End a piped body now with httpx.ReadTimeout (a total-time limit ran out)."""
+        conn = self._conn
+        if conn is not None and self._done is not None:
+            self._stop(conn, httpx.ReadTimeout(message, request=self._request))
+
     def set_read_timeout(self, seconds: float | None) -> None:
         """The longest wait for the next body bytes from now on (e.g. a first-event timeout)."""
         self._timeout = _seconds(seconds)
@@ -308,13 +314,15 @@ class PlexusTransport(httpx.AsyncBaseTransport):
         self._closed = False
 
     async def open(self, method: bytes, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
-                   ttfb: float | None = None, loop: asyncio.AbstractEventLoop | None = None) -> RawResponse:
+                   ttfb: float | None = None, loop: asyncio.AbstractEventLoop | None = None,
+                   connect: float | None = None, read: float | None = None) -> RawResponse:
         """The gateway's call: send one request, return once the response head has arrived.
 
         The same exchange as ``handle_async_request`` with no httpx objects built: ``url`` is
         parsed once per distinct string (cached), ``headers`` go to the wire as given (plus Host
         and Content-Length), connect and read timeouts are the transport's, ``ttfb`` overrides its
-        default. Errors are httpx's own exceptions, as from ``handle_async_request``.
+        default (and ``connect``/``read`` theirs: a target's own timeouts). Errors are httpx's own
+        exceptions, as from ``handle_async_request``.
         """
         if self._closed:
             raise RuntimeError("PlexusTransport is closed")
@@ -324,7 +332,8 @@ class PlexusTransport(httpx.AsyncBaseTransport):
         key, netloc, path = target
         return await self._send(loop or asyncio.get_running_loop(), key, netloc, path, method, headers, body,
                                 self._ttfb_timeout if ttfb is None else _seconds(ttfb),
-                                self._connect_timeout, self._read_timeout, None)
+                                self._connect_timeout if connect is None else _seconds(connect),
+                                self._read_timeout if read is None else _seconds(read), None)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
