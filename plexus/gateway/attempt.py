@@ -120,6 +120,15 @@ class Call:
                         target.provider.name, target.model, status, now - started, self.n, self.planned, what)
         self.failures.append(Failure(target, status, _no_address(what, target.provider), ra))
 
+    def gave_up(self, target, e: GatewayError, kind: str, started: float, deliver: bool) -> bool:
+        """An attempt that raised ``e`` before anything reached the client (504: a timeout, else
+        ``kind``): reported and logged; re-raised for a lone target, else False (next target)."""
+        self.failed(target, classify(e.status, TIMEOUT if e.status == 504 else kind), e.status,
+                    e.message, started)
+        if deliver:
+            raise e
+        return False
+
     def final_error(self) -> GatewayError:
         """Every planned attempt failed: the most meaningful status (429 when every attempt was
         rate-limited, else 504 if all timed out, 503 if any was overloaded, unavailable or
@@ -179,11 +188,7 @@ async def attempt(call: Call, target) -> bool:
         try:
             up = await open_upstream(rt.transport, prov, url, headers, out, loop, rt.map_ttfb, target)
         except GatewayError as e:
-            kind = TIMEOUT if e.status == 504 else CONNECT
-            call.failed(target, classify(e.status, kind), e.status, e.message, started)
-            if deliver:
-                raise
-            return False
+            return call.gave_up(target, e, CONNECT, started, deliver)
         status = up.status_code
         if status >= 300:
             return await _error_answer(call, target, rt, up, ctx is None, marks, started, deliver)
@@ -247,11 +252,7 @@ async def _whole_answer(call, target, rt, up, ctx, marks, started, deliver: bool
             ires = rt.dialect.decode.parse_response(data)
             status, headers, payload = 200, [_JSON, *marks], call.d.encode.render_response(ires, ctx)
     except GatewayError as e:
-        call.failed(target, classify(e.status, TIMEOUT if e.status == 504 else INVALID), e.status,
-                    e.message, started)
-        if deliver:
-            raise
-        return False
+        return call.gave_up(target, e, INVALID, started, deliver)
     call.gw.router.report(target, OK, loop.time(), ttfb=head - started)
     call.resp.send(status, headers, payload)
     return True

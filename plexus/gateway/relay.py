@@ -26,7 +26,7 @@ import logging
 import orjson
 
 from ..errors import ERROR_TYPE_KIND, KIND_STATUS, GatewayError, from_upstream
-from ..routing import INVALID, STREAM_ERROR, TIMEOUT, classify
+from ..routing import INVALID, STREAM_ERROR, classify
 from ..routing.outcome import OK, RETRY
 from ..stream import Passthrough, Translator
 from ..upstream.call import MAX_ERROR_BODY, read_all
@@ -138,11 +138,7 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
         try:
             early = await first_event(up, rt, target, started, loop)
         except GatewayError as e:
-            call.failed(target, classify(e.status, TIMEOUT if e.status == 504 else INVALID), e.status,
-                        e.message, started)
-            if deliver:
-                raise
-            return False
+            return call.gave_up(target, e, INVALID, started, deliver)
         if not deliver:
             bad = _error_event(early)
             if bad is not None:
