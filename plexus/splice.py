@@ -18,6 +18,8 @@ Finding the span without a second full parse (the body may be 20 MB of base64):
 * Exactly one literal candidate key is the top-level one, unless the top-level key was spelled
   with escapes (``"mod\\u0065l"``). Such a key must contain ``\\u006`` (m, o, d, e and l are
   U+006x), so when that byte string is absent, one candidate settles it with no scan.
+* The common small body has no backslash at all: then one literal ``"model"`` is the key, found
+  with three ``find`` calls.
 * A large body is large because of a few big strings (images, documents). Searching all its
   bytes costs ~0.7 ns a byte (~15 ms for 20 MB). When the caller passes the parsed tree and a
   walk of it (bounded: a few thousand containers) finds exactly one "model" key in the whole
@@ -163,6 +165,12 @@ def replace_model(raw: bytes, model: str, parsed: dict | None = None) -> bytes:
     ``parsed`` (the body as parsed, if the caller has it) lets a body whose tree holds exactly
     one "model" key skip the scan of all of its bytes: any literal key found is that one.
     """
+    if raw.find(b"\\") == -1:  # no escapes at all: every quote is real, no key is spelled escaped
+        i = raw.find(b'"model"')
+        if i != -1 and raw.find(b'"model"', i + 7) == -1:  # the one and only "model": the key
+            span = _value_span(raw, i + 7)
+            if span is not None:
+                return raw[:span[0]] + orjson.dumps(model) + raw[span[1]:]
     spans = None
     if parsed is not None and len(raw) > _WINDOW and _model_keys(parsed) == 1:
         span = _first_key(raw)

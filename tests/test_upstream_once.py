@@ -155,6 +155,7 @@ def test_idle_death_the_loop_has_not_seen_yet_is_replaced(run, what):
         time.sleep(0.05)  # blocks the loop: the FIN/RST/bytes reach the socket, no callback runs
         assert not conn.closed and not conn.chunks and not conn.transport.is_closing()
         assert conn.dead()  # only the socket probe knows
+        assert not conn.dead(conn.idle_since + 0.001)  # just released: not probed (PROBE_AFTER)
         assert await call_once(t, url + "/b") == b"two"
         assert conn.closed and srv.seen == [b"/a", b"/b"] and srv.accepted == 2
         await t.aclose()

@@ -379,9 +379,10 @@ class PlexusTransport(httpx.AsyncBaseTransport):
             head, body = head + body, b""
         is_head = method == b"HEAD"
         pool = self._pool
-        while (conn := pool.pop(key, loop.time())) is not None:
+        now = loop.time()
+        while (conn := pool.pop(key, now)) is not None:
             # The request may go out on another connection only while not one byte of it has been sent.
-            if conn.loop is loop and not conn.dead():
+            if conn.loop is loop and not conn.dead(now):
                 try:
                     conn.transport.write(head)
                 except Exception:  # a closed handle: nothing was sent
