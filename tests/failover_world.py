@@ -15,8 +15,8 @@ an error answer (read from the SDK's exception).
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
-import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -244,7 +244,6 @@ def ask_error(w: World, dialect: str, alias: str, stream: bool, **kw) -> ErrorAn
         r = e.response
         headers = httpx.Headers(getattr(r, "headers", None) or {})
         body = {"error": e.details["error"]} if isinstance(e.details, dict) and "error" in e.details else e.details
-        import json
         return ErrorAnswer(e.code, headers, body, json.dumps(body))
     raise AssertionError(f"{dialect} call to {alias} did not fail")
 
@@ -261,13 +260,3 @@ def check_dialect_error(dialect: str, e: ErrorAnswer, status: int) -> str:
         assert err["code"] == status and isinstance(err["status"], str), err
     assert isinstance(err["message"], str) and err["message"]
     return err["message"]
-
-
-def wait_for(pred, timeout: float = 5.0, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)

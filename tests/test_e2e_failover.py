@@ -31,15 +31,17 @@ import pytest
 from fake_upstream import (DEFAULT_TEXT, Reply, anthropic_error, anthropic_stream, gemini_error, gemini_sse,
                            openai_error, openai_stream, parse_sse, sse_data, sse_event)
 from failover_world import (DIALECTS, KEYMARK, NEXT, ask, ask_error, check_dialect_error, error_reply,
-                            first_event_error, wait_for, world)
+                            first_event_error, world)
 from matrix_cases import ANTHROPIC_SIG, GEMINI_SIG
 
 MODES = {"json": False, "stream": True}
-KINDS = ("refused", "connect", "timeout", "429", "500", "503", "529", "401", "403", "html", "event")
-TTFB = 0.5        # the ttfb_timeout of the hanging targets
+KINDS = ("refused", "connect", "timeout", "429", "500", "503", "529", "401", "403", "html", "event", "comment",
+         "empty", "partial")
+STREAM_ONLY = ("event", "comment", "empty", "partial")  # kinds of a 200 stream's failure
+TTFB = 0.3        # the ttfb_timeout of the hanging targets
 CONNECT = 0.3     # the connect_timeout of the targets on the black hole
-FIRST_EVENT = 0.5  # the first_event_timeout of the stalling targets
-READ = 0.5        # the read_timeout of the targets that stall mid-stream
+FIRST_EVENT = 0.3  # the first_event_timeout of the stalling targets
+READ = 0.3        # the read_timeout of the targets that stall mid-stream
 
 ALIASES: dict = {}
 
@@ -57,7 +59,7 @@ def cases(kinds=KINDS, modes=MODES):
     for kind in kinds:
         for d in DIALECTS:
             for mode in modes:
-                if kind == "event" and mode == "json":
+                if kind in STREAM_ONLY and mode == "json":
                     continue
                 yield kind, d, mode
 
@@ -87,6 +89,13 @@ def failing_reply(kind: str, ptype: str):
         return Reply(200, body=b"<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
     if kind == "event":
         return first_event_error(ptype)
+    if kind == "comment":  # a comment is no event: the error after it is still the first one
+        return Reply.sse([b": OPENROUTER PROCESSING\n\n"] + first_event_error(ptype).chunks)
+    if kind == "empty":    # a 200 stream that ends without a single event
+        return Reply.sse([])
+    if kind == "partial":  # ... or in the middle of its first one
+        first = {"openai": openai_stream, "anthropic": anthropic_stream, "gemini": gemini_sse}[ptype]("up")[0]
+        return Reply.sse([first[:len(first) // 2]])
     status = int(kind)
     return error_reply(ptype, status, f"upstream status {status}", headers={"retry-after": "20"} if status == 429 else None)
 
@@ -406,3 +415,18 @@ def test_a_client_that_goes_away_leaves_no_upstream_call_running(w, gate, case, 
     time.sleep(0.1)
     fa, fb = w.calls()
     assert fa == [f"m1-{alias}"] and fb == ([f"m2-{alias}"] if case == "after-failover" else []), (fa, fb)
+
+
+pair("array-html", "gemini")
+
+
+def test_gemini_json_array_stream_that_is_not_json_fails_over(w):
+    """Gemini's stream without alt=sse is a JSON array relayed as it comes; an HTML answer is not one."""
+    w.fa.script(Reply(200, body=b"<html><body>proxy error</body></html>", content_type="text/html"))
+    r = httpx.post(f"{w.url}/v1beta/models/array-html:streamGenerateContent",
+                   json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}, timeout=10)
+    assert r.status_code == 200 and r.headers["x-plexus-attempts"] == "2", r.text
+    assert r.headers["x-plexus-target"] == "b_openai/m2-array-html"
+    items = r.json()  # a valid JSON array, translated from the OpenAI backup
+    assert "".join(p["text"] for it in items for p in it["candidates"][0]["content"]["parts"]) == DEFAULT_TEXT
+    assert w.calls() == (["m1-array-html"], ["m2-array-html"])

@@ -3,12 +3,13 @@
 Theory
 ------
 * ``first_event``: before anything is sent to the client, the upstream body is read until its
-  first SSE event is complete (a blank line), within the target's ``first_event_timeout``. If
-  that event is an error (Anthropic's ``event: error`` with ``overloaded_error``, an OpenAI
-  ``data: {"error": …}`` chunk), the attempt fails over like an HTTP error would, with the
-  status its type maps to (``errors.ERROR_TYPE_KIND``), so the same upstream failure gets the
-  same status whichever way it came. The first event is needed to answer anyway, so holding
-  the head costs no time to first token.
+  first SSE event is complete (a blank line; comment-only blocks such as ``: keep-alive`` do
+  not count), within the target's ``first_event_timeout``. If that event is an error
+  (Anthropic's ``event: error`` with ``overloaded_error``, an OpenAI ``data: {"error": …}``
+  chunk), the attempt fails over like an HTTP error would, with the status its type maps to
+  (``errors.ERROR_TYPE_KIND``), so the same upstream failure gets the same status whichever way
+  it came; a body that ends before one complete event fails over as an invalid answer. The
+  first event is needed to answer anyway, so holding the head costs no time to first token.
 * Then the client's head goes out with the translated first event, and the rest of the body is
   piped: each upstream chunk goes from the connection's callback through the translator to the
   client write (``RawResponse.pipe``, no task switch per event). A client that stops reading
@@ -44,10 +45,22 @@ def _has_event(buf: bytes) -> bool:
     return False
 
 
-def _error_event(buf: bytes) -> tuple[int, str] | None:
-    """(status, message) when the first SSE event of ``buf`` is an error event, else None."""
-    ends = [i for i in (buf.find(sep) for sep in _BLANK) if i != -1]
-    block = buf[:min(ends)] if ends else buf
+def _first_block(buf: bytes) -> bytes | None:
+    """The first complete SSE event of ``buf`` that is not only comments (``: keep-alive``,
+    OpenRouter's ``: OPENROUTER PROCESSING``), line ends normalized; None if there is none yet."""
+    text = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    start = 0
+    while (end := text.find(b"\n\n", start)) != -1:
+        block = text[start:end]
+        for line in block.split(b"\n"):
+            if line and line[:1] != b":":
+                return block
+        start = end + 2
+    return None
+
+
+def _error_event(block: bytes) -> tuple[int, str] | None:
+    """(status, message) when the SSE event ``block`` is an error event, else None."""
     lines = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     event, data = b"", b""
     for line in lines:
@@ -91,7 +104,7 @@ async def first_event(up, rt, target, started: float, loop) -> bytes:
     first), waiting at most ``first_event_timeout`` between reads (and never past the target's
     ``total_timeout`` counted from ``started``)."""
     buf = up.ready_chunk()
-    if _has_event(buf) or up.at_end():
+    if up.at_end() or (_has_event(buf) and _first_block(buf) is not None):
         return buf
     timeout_set = type(up) is RawResponse
     if timeout_set:
@@ -109,7 +122,8 @@ async def first_event(up, rt, target, started: float, loop) -> bytes:
                 except StopAsyncIteration:
                     break
                 parts.append(chunk)
-                if _has_event(chunk) or _has_event(b"".join(parts[-2:])):
+                if (_has_event(chunk) or _has_event(b"".join(parts[-2:]))) \
+                        and _first_block(b"".join(parts)) is not None:
                     break
         return b"".join(parts)
     finally:
@@ -124,7 +138,7 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
     d = call.d
     ctype = _content_type(up.raw_headers)
     expect_sse = not (ctx is None and not call.sse)  # else Gemini's JSON-array stream, relayed
-    if expect_sse and "event-stream" not in ctype:
+    if ("event-stream" not in ctype) if expect_sse else ("json" not in ctype):  # HTML, text: not an answer
         data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
         err = from_upstream(502, data, None, prov.name) if b"error" in data else GatewayError(
             502, f"provider '{prov.name}' answered a stream request with '{ctype or 'no content-type'}'",
@@ -140,7 +154,12 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
         except GatewayError as e:
             return call.gave_up(target, e, INVALID, started, deliver)
         if not deliver:
-            bad = _error_event(early)
+            block = _first_block(early)
+            if block is None:  # the body ended before one complete event: nothing to answer with
+                call.failed(target, classify(None, INVALID), 502,
+                            f"provider '{prov.name}' ended its stream before its first event", started)
+                return False
+            bad = _error_event(block)
             if bad is not None:
                 status, what = bad
                 outcome = classify(status, STREAM_ERROR)
