@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -73,6 +74,7 @@ class ServerLimits:
     write_timeout: float = 60.0  # longest a response write waits for a client that reads nothing
 
 
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and drops queued data
 HIGH_WATER = 64 * 1024  # bytes read ahead while a handler runs before reading pauses
 LINGER_SECONDS = 2.0  # after an error response: drain the client's unsent body this long
 _IDLE, _RECV, _BODY, _BUSY, _LINGER, _CLOSED = range(6)
@@ -382,6 +384,12 @@ class HttpProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:  # reset, so the kernel drops what is queued for it too
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except (OSError, AttributeError):
+                pass
         self.transport.abort()
 
     def _arm(self) -> None:
