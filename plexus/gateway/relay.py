@@ -197,7 +197,14 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
                     done = up.pipe(_relay(tr.feed, resp, up, last, seen))
                     if target.total_timeout and not done.done():  # the whole exchange's limit
                         timer = loop.call_at(started + target.total_timeout, up.expire)
-                    await done
+                    try:
+                        await done
+                    except Exception as e:  # an expired total limit says so, not "idle"
+                        if timer is not None and timer.cancelled() is False and loop.time() >= timer.when():
+                            raise GatewayError(504, f"provider '{prov.name}' did not finish within its "
+                                                    f"total_timeout of {target.total_timeout:g} s",
+                                               "timeout") from e
+                        raise
                 else:  # another httpx transport (tests): pull the chunks
                     async for chunk in up:
                         if seen is not None and chunk:

@@ -98,16 +98,19 @@ async def open_upstream(transport, provider, url: str, headers: list[tuple[bytes
     """POST `body` to `url`; the response once its head arrived (see the module docstring).
     ``target``: a routing target whose own connect/ttfb/read timeouts apply (else the provider's)."""
     t = target if target is not None else provider
-    if ttfb_map is None or t.ttfb_timeout != provider.ttfb_timeout:
-        ttfb_map = mapped(provider.name, t.ttfb_timeout)
+    ttfb = t.ttfb_timeout
+    total = getattr(t, "total_timeout", 0.0)
+    if total and total < ttfb:  # the whole attempt's limit bounds the wait for the head too
+        ttfb = total
+    if ttfb_map is None or ttfb != provider.ttfb_timeout:
+        ttfb_map = mapped(provider.name, ttfb)
     with ttfb_map:
         if type(transport) is PlexusTransport:
             if t is provider:
-                return await transport.open(b"POST", url, headers, body, provider.ttfb_timeout, loop)
-            return await transport.open(b"POST", url, headers, body, t.ttfb_timeout, loop,
+                return await transport.open(b"POST", url, headers, body, ttfb, loop)
+            return await transport.open(b"POST", url, headers, body, ttfb, loop,
                                         t.connect_timeout, t.read_timeout)
-        return _HttpxResponse(await open_stream(transport, b"POST", url, headers, body,
-                                                ttfb=t.ttfb_timeout))
+        return _HttpxResponse(await open_stream(transport, b"POST", url, headers, body, ttfb=ttfb))
 
 
 def _too_large(provider, limit: int) -> GatewayError:
