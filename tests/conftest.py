@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from fake_upstream import CLIENT_KEY, FakeUpstream
+from spawn import stop_process
 
 MAX_BODY = 1024 * 1024  # server.max_body_bytes in the test config (413 tests)
 
@@ -148,13 +149,7 @@ def plexus(fake, tmp_path_factory, pytestconfig, request):
         yield px
     finally:
         _PLEXUS = None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
         dead.close()
 
 

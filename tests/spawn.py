@@ -88,10 +88,15 @@ def start_plexus(config_yaml_text: str, tmp_path, env: dict | None = None, log_l
                 time.sleep(0.05)
         yield run
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate, then kill after 5 s (shared with conftest's session-wide Plexus)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

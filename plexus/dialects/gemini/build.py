@@ -133,17 +133,19 @@ def build_request(req: ir.Request, model: str, provider: Any) -> bytes:
     return orjson.dumps(body)
 
 
+_GENERATION_FIELDS = (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"), ("seed", "seed"),
+                      ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"))
+
+
 def _build_generation_config(req: ir.Request, provider: Any, legacy: bool, gextra: dict) -> dict:
     gc: dict = dict(gextra.get("generationConfig") or ())
     if req.n is not None and req.n > 1:
         raise invalid("n > 1 (candidateCount) is not supported for Gemini providers: "
                       "Plexus relays one candidate", "n")
-    if req.temperature is not None:
-        gc["temperature"] = req.temperature
-    if req.top_p is not None:
-        gc["topP"] = req.top_p
-    if req.top_k is not None:
-        gc["topK"] = req.top_k
+    for attr, key in _GENERATION_FIELDS:  # IR fields copied as they are, when set
+        value = getattr(req, attr)
+        if value is not None:
+            gc[key] = value
     max_tokens = req.max_tokens
     if max_tokens is None:
         default = getattr(provider, "max_tokens", 0) or 0
@@ -153,12 +155,6 @@ def _build_generation_config(req: ir.Request, provider: Any, legacy: bool, gextr
         gc["maxOutputTokens"] = max_tokens
     if req.stop:
         gc["stopSequences"] = list(req.stop)
-    if req.seed is not None:
-        gc["seed"] = req.seed
-    if req.presence_penalty is not None:
-        gc["presencePenalty"] = req.presence_penalty
-    if req.frequency_penalty is not None:
-        gc["frequencyPenalty"] = req.frequency_penalty
     rf = req.response_format
     if isinstance(rf, dict):
         kind = rf.get("type")
