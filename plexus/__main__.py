@@ -2,15 +2,17 @@
 
 Theory: the only place that reads process state (argv, environment, the config file) and turns
 it into arguments for ``plexus.app.run``.  Precedence: --config > $PLEXUS_CONFIG >
-config/plexus.yaml; --port > $PLEXUS_PORT > server.port > 3000; --host > server.host > 0.0.0.0.
+config/plexus.yaml; --port > $PLEXUS_PORT > server.port > 3000; --host > server.host > 127.0.0.1.
 A bad config is a one-line message on stderr and exit code 2 (no traceback): the message is the
 ConfigError itself, which names the file, the key path and the fix.  Providers without an API
-key are reported once at startup, naming the environment variable to set.
+key are reported once at startup, naming the environment variable to set; so is a listen
+address beyond loopback with no ``keys:`` (anyone who reaches the port spends the provider keys).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -27,11 +29,22 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plexus", description="Plexus: a fast LLM API gateway.")
     p.add_argument("--config", metavar="PATH",
                    help=f"config file (default: $PLEXUS_CONFIG, else {DEFAULT_CONFIG})")
-    p.add_argument("--host", help="listen address (default: server.host, else 0.0.0.0)")
+    p.add_argument("--host", help="listen address (default: server.host, else 127.0.0.1; 0.0.0.0 = every interface)")
     p.add_argument("--port", type=int, metavar="N",
                    help="listen port (default: $PLEXUS_PORT, else server.port, else 3000)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info", type=str.lower)
     return p
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address or the name localhost (only the local machine can connect)."""
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.partition("%")[0]).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to any interface
 
 
 def _fail(message: str) -> int:
@@ -64,6 +77,10 @@ def main(argv: list[str] | None = None) -> int | None:
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger().setLevel(level)
+    if not config.keys and not is_loopback(host):
+        log.warning("listening on %s with no keys configured: anyone who can reach port %d can use this "
+                    "gateway and spend your provider keys; add `keys:` to the config (or listen on 127.0.0.1)",
+                    host, port)
     for p in empty_key_providers(config):
         hint = f" (set {' or '.join(p.api_key_env)})" if p.api_key_env else ""
         log.warning("provider '%s' has no API key%s; calling it without auth", p.name, hint)

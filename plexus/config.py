@@ -21,18 +21,33 @@ Anthropic providers default to 4096; other types default to 0, meaning "inject n
 
 ``models: "*"`` on a provider accepts any model name (catalogues of hundreds, e.g. OpenRouter);
 a provider with a list keeps target models strict.  Layout: this file holds server, upstream
-and providers; config_models.py aliases, targets, timeouts and ``routing:``; config_reader.py
-the typed value readers.
+and providers; config_models.py aliases, targets, timeouts and ``routing:``; config_control.py
+``keys:``, ``admin_key:``, ``usage:``, ``metrics:``, ``debug:`` and a provider's ``pricing:``;
+config_reader.py the typed value readers.
+
+``server.host`` defaults to 127.0.0.1: listening on every interface is a decision to write
+down (the CLI warns when it listens beyond loopback without ``keys:``).
+
+Two entry points read the same way: ``parse_config``/``load_config`` raise the first problem
+(the CLI prints one line); ``validate_text`` (the management API's POST /config) reports every
+problem, each as {"path", "message"}: every section, provider, alias and key is read on its
+own (``Reader.entry``), and an alias or key that names a provider or alias which failed is
+not reported again.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .config_control import (
+    DebugSettings, InboundKey, MetricsSettings, Price, UsageSettings, parse_admin_key, parse_debug, parse_keys,
+    parse_metrics, parse_networks, parse_pricing, parse_usage,
+)
 from .config_error import ConfigError
 from .config_models import (
     TIMEOUT_DEFAULTS, TIMEOUT_SPELLINGS, Alias, RoutingSettings, Target, parse_aliases, parse_routing,
@@ -42,8 +57,11 @@ from .config_reader import BAD_NAME_CHAR, Reader, join, kind
 from .config_yaml import load_yaml
 from .proxies import Proxy, ProxyError, parse_proxy, proxy_for
 
-__all__ = ["Alias", "Config", "ConfigError", "Provider", "RoutingSettings", "ServerSettings", "Target",
-           "empty_key_providers", "load_config", "parse_config"]
+__all__ = ["Alias", "Config", "ConfigError", "DebugSettings", "InboundKey", "MetricsSettings", "Price",
+           "Provider", "RoutingSettings", "ServerSettings", "Target", "UsageSettings", "empty_key_providers",
+           "load_config", "parse_config", "validate_text"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +90,7 @@ class Provider:
     first_event_timeout: float = TIMEOUT_DEFAULTS["first_event_timeout"]  # headers -> first body bytes
     total_timeout: float = 0.0    # the whole attempt; 0 = no limit
     any_model: bool = False       # `models: "*"`: any model name is accepted (catalogues, OpenRouter)
+    pricing: dict[str, Price] = field(default_factory=dict, hash=False)  # upstream model -> $ per token
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +103,7 @@ class ServerSettings:
     header_timeout: float
     body_timeout: float = 60.0    # longest gap between two chunks of a request body
     write_timeout: float = 60.0   # longest a response write may wait for a client that reads nothing
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For is believed
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +113,17 @@ class Config:
     providers: dict[str, Provider]
     aliases: dict[str, Alias]
     routing: RoutingSettings = RoutingSettings()
+    keys: tuple[InboundKey, ...] = ()                # inbound API keys; () = no client auth
+    admin_key: str = field(default="", repr=False)   # management API key; "" = management API off
+    usage: UsageSettings = UsageSettings(enabled=False)  # a Config built in code records nothing
+    metrics: MetricsSettings = MetricsSettings()
+    debug: DebugSettings = DebugSettings()
 
 
 # --------------------------------------------------------------------------- defaults / tables
 
 SERVER_DEFAULTS = {
-    "host": "0.0.0.0", "port": 3000, "max_body_bytes": 32 * 1024 * 1024,
+    "host": "127.0.0.1", "port": 3000, "max_body_bytes": 32 * 1024 * 1024,
     "max_header_bytes": 32768, "keepalive_timeout": 75.0, "header_timeout": 30.0,
     "body_timeout": 60.0, "write_timeout": 60.0,
 }
@@ -106,10 +131,12 @@ UPSTREAM_DEFAULTS = TIMEOUT_DEFAULTS  # the five timeouts: config_models.py expl
 UPSTREAM_LIMITS = {"max_response_bytes": 64 * 1024 * 1024}
 ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 
-_TOP_KEYS = ("server", "upstream", "providers", "models", "routing")
+_TOP_KEYS = ("server", "upstream", "providers", "models", "routing", "keys", "admin_key", "usage", "metrics",
+             "debug")
+_SERVER_KEYS = (*SERVER_DEFAULTS, "trusted_proxies")
 _PROVIDER_KEYS = ("type", "api_base_url", "api_key", "models", "headers", *TIMEOUT_SPELLINGS,
                   "max_response_bytes", "max_tokens", "stream_usage", "reasoning", "ca_file", "tls_verify",
-                  "proxy")
+                  "proxy", "pricing")
 _PROVIDER_REQUIRED = ("type", "api_base_url", "models")
 _TYPES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
 _TYPE_NAMES = "OpenAI, Anthropic, Gemini"
@@ -124,7 +151,7 @@ _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*\Z")
 # --------------------------------------------------------------------------- sections
 
 def _server(r: Reader, raw: object) -> ServerSettings:
-    d = {} if raw is None else r.mapping(raw, "server", tuple(SERVER_DEFAULTS))
+    d = {} if raw is None else r.mapping(raw, "server", _SERVER_KEYS)
     get = lambda k: SERVER_DEFAULTS[k] if d.get(k) is None else d[k]  # noqa: E731
     host = r.string(get("host"), "server.host").strip()
     if not host:
@@ -138,6 +165,7 @@ def _server(r: Reader, raw: object) -> ServerSettings:
         header_timeout=r.seconds(get("header_timeout"), "server.header_timeout"),
         body_timeout=r.seconds(get("body_timeout"), "server.body_timeout"),
         write_timeout=r.seconds(get("write_timeout"), "server.write_timeout"),
+        trusted_proxies=parse_networks(r, d.get("trusted_proxies"), "server.trusted_proxies"),
     )
 
 
@@ -249,6 +277,7 @@ def _provider(r: Reader, name: str, raw: object, upstream: dict) -> Provider:
         headers=_headers(r, d.get("headers"), f"{path}.headers"), max_tokens=max_tokens,
         stream_usage=stream_usage, reasoning=reasoning, **timeouts,
         **_tls_and_proxy(r, d, path, scheme, host, port),
+        pricing=parse_pricing(r, d.get("pricing"), f"{path}.pricing", models, any_model),
     )
 
 
@@ -275,31 +304,91 @@ def _models(r: Reader, raw: object, path: str) -> tuple[tuple[str, ...], bool]:
 # --------------------------------------------------------------------------- entry points
 
 def parse_config(data: object, path: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
-    """Validate an already-parsed YAML object and build the Config."""
-    r = Reader(path, os.environ if env is None else env)
-    if data is None:
-        r.fail("", "config is empty; it needs 'providers' and 'models'")
-    top = r.mapping(data, "", _TOP_KEYS, ("providers", "models"),
-                    what="a mapping with 'providers' and 'models'")
-    server = _server(r, top.get("server"))
-    upstream = _upstream(r, top.get("upstream"))
-    routing = parse_routing(r, top.get("routing"))
+    """Validate an already-parsed YAML object and build the Config; the first problem raises."""
+    errors: list[ConfigError] = []
+    config = _build(data, path, env, errors)
+    if errors:
+        raise errors[0]
+    return config
 
-    providers_raw = top["providers"]
-    if not isinstance(providers_raw, dict) or not providers_raw:
-        r.fail("providers", "must be a non-empty mapping of provider name to settings")
+
+def validate_text(text: str, path: str, env: Mapping[str, str] | None = None) -> tuple[Config | None, list[dict]]:
+    """(config, []) when ``text`` is a valid config, else (None, [{"path", "message"}, ...]) with
+    every problem found; a YAML syntax error is one problem at path "" naming its line."""
+    try:
+        data = load_yaml(text.removeprefix("\ufeff"), path)
+    except ConfigError as e:
+        return None, [e.detail()]
+    errors: list[ConfigError] = []
+    config = _build(data, path, env, errors)
+    if errors:
+        return None, [e.detail() for e in errors]
+    return config, []
+
+
+def _build(data: object, path: str, env: Mapping[str, str] | None, errors: list[ConfigError]) -> Config | None:
+    """Read every part, collecting problems into ``errors``; the Config when there are none."""
+    r = Reader(path, os.environ if env is None else env, errors)
+    with r.entry():
+        if data is None:
+            r.fail("", "config is empty; it needs 'providers' and 'models'")
+        return _sections(r, data)
+    return None
+
+
+def _sections(r: Reader, data: object) -> Config | None:
+    top = r.mapping(data, "", _TOP_KEYS, ("providers", "models"), what="a mapping with 'providers' and 'models'")
+    server = usage = metrics = debug = None  # each set unless its section is bad (then r.errors is too)
+    with r.entry():
+        server = _server(r, top.get("server"))
+    upstream = {**TIMEOUT_DEFAULTS, **UPSTREAM_LIMITS}  # what providers inherit if the section is bad
+    with r.entry():
+        upstream = _upstream(r, top.get("upstream"))
+    routing = RoutingSettings()
+    with r.entry():
+        routing = parse_routing(r, top.get("routing"))
+
     providers: dict[str, Provider] = {}
-    for name, raw in providers_raw.items():
-        name = r.name(name, f"providers.{name}", "provider name")
-        providers[name] = _provider(r, name, raw, upstream)
+    failed: set[str] = set()
+    providers_raw = top["providers"]
+    section_ok = False
+    with r.entry():
+        if not isinstance(providers_raw, dict) or not providers_raw:
+            r.fail("providers", "must be a non-empty mapping of provider name to settings")
+        section_ok = True
+        for name, raw in providers_raw.items():
+            failed.add(name)
+            with r.entry():
+                name = r.name(name, f"providers.{name}", "provider name")
+                provider = _provider(r, name, raw, upstream)
+                if routing.direct_addressing and "/" in name:
+                    r.fail(f"providers.{name}", f"provider name '{name}' contains '/', which "
+                                                "routing.direct_addressing (<provider>/<model>) cannot address; rename it")
+                providers[name] = provider
+                failed.discard(name)
 
-    if routing.direct_addressing:
-        for name in providers:
-            if "/" in name:
-                r.fail(f"providers.{name}", f"provider name '{name}' contains '/', which "
-                                            "routing.direct_addressing (<provider>/<model>) cannot address; rename it")
-    aliases = parse_aliases(r, top["models"], providers)
-    return Config(path=path, server=server, providers=providers, aliases=aliases, routing=routing)
+    aliases: dict[str, Alias] = {}
+    models_raw = top["models"]
+    if section_ok:  # else every target would be "unknown provider": the providers error says it all
+        with r.entry():
+            aliases = parse_aliases(r, models_raw, providers, failed)
+    declared = [n for n in models_raw if isinstance(n, str)] if isinstance(models_raw, dict) else []
+    keys: tuple[InboundKey, ...] = ()
+    with r.entry():
+        keys = parse_keys(r, top.get("keys"), declared)
+    admin_key = ""
+    with r.entry():
+        admin_key = parse_admin_key(r, top.get("admin_key"), keys)
+    with r.entry():
+        usage = parse_usage(r, top.get("usage"))
+    with r.entry():
+        metrics = parse_metrics(r, top.get("metrics"))
+    with r.entry():
+        debug = parse_debug(r, top.get("debug"))
+    if r.errors:
+        return None
+    return Config(path=r.file, server=server, providers=providers, aliases=aliases, routing=routing, keys=keys,
+                  admin_key=admin_key, usage=usage, metrics=metrics, debug=debug)
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:

@@ -16,3 +16,7 @@ class ConfigError(Exception):
         if self.key_path:
             return f"{self.file}: {self.key_path}: {self.message}"
         return f"{self.file}: {self.message}"
+
+    def detail(self) -> dict[str, str]:
+        """The problem as the management API reports it: {"path", "message"}."""
+        return {"path": self.key_path, "message": self.message}

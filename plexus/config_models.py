@@ -23,11 +23,15 @@ an alias with another selector it is an error, not silently ignored (explicit be
 setting that does nothing).  ``routing:`` holds ``max_attempts`` (0 = each healthy target
 once), the ``cooldown`` escalation (seconds, non-decreasing, capped at the last) and
 ``direct_addressing`` (a client ``model`` of ``<provider>/<model>``; off by default).
+
+Each alias is one ``Reader.entry()``: a collecting Reader reports every bad alias.  An alias
+with a target on a provider that itself failed validation (``failed``) is skipped without a
+second error: the provider's own error says what to fix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -126,22 +130,32 @@ def parse_routing(r: Reader, raw: object) -> RoutingSettings:
     return RoutingSettings(max_attempts=max_attempts, cooldown=cooldown, direct_addressing=direct)
 
 
-def parse_aliases(r: Reader, raw: object, providers: Mapping[str, Provider]) -> dict[str, Alias]:
+class _FailedProvider(Exception):
+    """A target names a provider that failed validation: skip the alias (already reported)."""
+
+
+def parse_aliases(r: Reader, raw: object, providers: Mapping[str, Provider],
+                  failed: Collection[str] = ()) -> dict[str, Alias]:
     if not isinstance(raw, dict) or not raw:
         r.fail("models", "must be a non-empty mapping of alias name to {targets: [...]}")
     aliases: dict[str, Alias] = {}
     folded: dict[str, str] = {}
     for name, body in raw.items():
-        name = r.name(name, f"models.{name}", "alias name")
-        other = folded.setdefault(name.casefold(), name)
-        if other != name:
-            r.fail(f"models.{name}", f"alias '{name}' collides with alias '{other}' "
-                                     "(names differ only in case); rename one")
-        aliases[name] = _alias(r, name, body, providers)
+        with r.entry():
+            name = r.name(name, f"models.{name}", "alias name")
+            other = folded.setdefault(name.casefold(), name)
+            if other != name:
+                r.fail(f"models.{name}", f"alias '{name}' collides with alias '{other}' "
+                                         "(names differ only in case); rename one")
+            try:
+                aliases[name] = _alias(r, name, body, providers, failed)
+            except _FailedProvider:
+                pass
     return aliases
 
 
-def _alias(r: Reader, name: str, raw: object, providers: Mapping[str, Provider]) -> Alias:
+def _alias(r: Reader, name: str, raw: object, providers: Mapping[str, Provider],
+           failed: Collection[str] = ()) -> Alias:
     path = f"models.{name}"
     d = r.mapping(raw, path, _ALIAS_KEYS, ("targets",), what="a mapping with 'targets'")
     selector = "random"
@@ -161,6 +175,8 @@ def _alias(r: Reader, name: str, raw: object, providers: Mapping[str, Provider])
         t = r.mapping(t, tpath, _TARGET_KEYS, ("provider", "model"), what="a mapping with 'provider' and 'model'")
         pname = r.string(t["provider"], f"{tpath}.provider")
         provider = providers.get(pname)
+        if provider is None and pname in failed:
+            raise _FailedProvider(pname)
         if provider is None:
             r.fail(f"{tpath}.provider", f"unknown provider '{pname}' (defined: {', '.join(providers)})")
         model = r.string(t["model"], f"{tpath}.model")

@@ -3,7 +3,15 @@
 ``Reader`` substitutes ``${VAR}`` / ``${VAR:-default}`` (``$${`` is a literal ``${``) in every
 string it reads, accepts numbers and booleans from ``${...}`` references only (a bare quoted
 "5" is a mistake worth reporting), and suggests the nearest allowed key for a typo.  Shared by
-config.py (server, upstream, providers) and config_models.py (aliases, routing).
+config.py (server, upstream, providers), config_models.py (aliases, routing) and
+config_control.py (keys, usage, metrics, debug, pricing).
+
+Collecting: a Reader built with an ``errors`` list reports every problem instead of the first.
+Each independent part of the config (a section, a provider, an alias, a key) is read inside
+``with r.entry():``; a ConfigError inside it is appended to ``errors`` and the part is skipped
+(without a list it propagates, as usual).  Unknown keys are appended one by one and reading
+goes on (the key is ignored); everything else stops its entry, since later reads of that entry
+may depend on the bad value.
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from .config_error import ConfigError
 
@@ -28,14 +37,25 @@ def join(path: str, key: object) -> str:
 class Reader:
     """Typed accessors that raise ConfigError with the key path; substitutes ${VAR}."""
 
-    __slots__ = ("file", "env")
+    __slots__ = ("file", "env", "errors")
 
-    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+    def __init__(self, file: str, env: Mapping[str, str], errors: list[ConfigError] | None = None) -> None:
         self.file = file
         self.env = env
+        self.errors = errors
 
     def fail(self, path: str, message: str):
         raise ConfigError(self.file, path, message)
+
+    @contextmanager
+    def entry(self) -> Iterator[None]:
+        """One independent part: with an ``errors`` list, its ConfigError is collected."""
+        try:
+            yield
+        except ConfigError as e:
+            if self.errors is None:
+                raise
+            self.errors.append(e)
 
     def mapping(self, value: object, path: str, allowed: tuple[str, ...],
                 required: tuple[str, ...] = (), what: str = "a mapping") -> dict:
@@ -45,7 +65,8 @@ class Reader:
             if key not in allowed:
                 hint = difflib.get_close_matches(str(key), allowed, n=1)
                 suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-                self.fail(join(path, key), f"unknown key '{key}' (allowed: {', '.join(allowed)}){suggestion}")
+                with self.entry():
+                    self.fail(join(path, key), f"unknown key '{key}' (allowed: {', '.join(allowed)}){suggestion}")
         for key in required:
             if key not in value:
                 self.fail(join(path, key), "missing required key")

@@ -1,4 +1,4 @@
-"""CLI: config errors exit 2 with one line on stderr; host/port precedence; the no-key report."""
+"""CLI: config errors exit 2 with one line on stderr; host/port precedence; the no-key reports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from plexus.__main__ import main
+from plexus.__main__ import is_loopback, main
 
 GOOD = """\
 server: {host: 10.1.2.3, port: 4567}
@@ -96,9 +96,10 @@ def test_good_config_reports_keyless_providers_then_runs(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "RUN 10.1.2.3 4567 2"
     warnings = [ln for ln in p.stderr.splitlines() if "WARNING" in ln]
-    assert len(warnings) == 2, p.stderr
-    assert warnings[0].endswith("provider 'nokey' has no API key (set PLEXUS_T_KEY); calling it without auth")
-    assert warnings[1].endswith("provider 'bare' has no API key; calling it without auth")
+    assert len(warnings) == 3, p.stderr
+    assert "listening on 10.1.2.3 with no keys configured" in warnings[0]
+    assert warnings[1].endswith("provider 'nokey' has no API key (set PLEXUS_T_KEY); calling it without auth")
+    assert warnings[2].endswith("provider 'bare' has no API key; calling it without auth")
     assert "sk-x" not in p.stderr
 
 
@@ -151,7 +152,7 @@ def test_port_and_host_precedence(fake_app, cfg, monkeypatch, tmp_path):
     bare = tmp_path / "bare.yaml"
     bare.write_text(GOOD.split("\n", 1)[1])  # no server section
     assert main(["--config", str(bare)]) == 0
-    assert fake_app[-1][1:] == ("0.0.0.0", 3000)  # built-in defaults
+    assert fake_app[-1][1:] == ("127.0.0.1", 3000)  # built-in defaults: loopback only
     monkeypatch.setenv("PLEXUS_CONFIG", str(bare))
     assert main([]) == 0
     assert fake_app[-1][0].path == str(bare)
@@ -192,3 +193,50 @@ def test_bad_ca_file_and_tls_warnings_at_startup(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "provider 'keyed' has tls_verify: false" in r.stderr
     assert "10.9.9.9:3128" in r.stderr and "pw-x" not in r.stderr
+
+
+# --------------------------------------------------------------------------- exposure warning
+
+EXPOSED = "with no keys configured"
+KEYS = 'keys:\n  team: {secret: "${PLEXUS_T_TEAM:-sk-team-1}"}\n'
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.3.4.5", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("LOCALHOST", True), ("app.localhost", True),
+    ("0.0.0.0", False), ("::", False), ("10.1.2.3", False), ("192.168.1.20", False), ("fe80::1%eth0", False),
+    ("myhost", False), ("example.com", False), ("127.0.0.1.example.com", False),
+])
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("args, warned", [
+    ([], False),                                   # the default host is 127.0.0.1
+    (["--host", "0.0.0.0"], True),
+    (["--host", "::"], True),
+    (["--host", "192.168.1.20"], True),
+    (["--host", "gateway.internal"], True),
+    (["--host", "localhost"], False),
+    (["--host", "::1"], False),
+])
+def test_listening_beyond_loopback_without_keys_warns(fake_app, tmp_path, caplog, args, warned):
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(GOOD.split("\n", 1)[1])  # no server section
+    with caplog.at_level(logging.WARNING, logger="plexus"):
+        assert main(["--config", str(bare), *args]) == 0
+    hits = [rec for rec in caplog.records if EXPOSED in rec.getMessage()]
+    assert len(hits) == int(warned), caplog.text
+    if warned:
+        assert hits[0].levelno == logging.WARNING
+        msg = hits[0].getMessage()
+        assert "port 3000" in msg and "spend your provider keys" in msg and "add `keys:`" in msg
+
+
+def test_keys_silence_the_exposure_warning(fake_app, tmp_path, caplog):
+    path = tmp_path / "keyed.yaml"
+    path.write_text(KEYS + GOOD)  # server.host 10.1.2.3
+    with caplog.at_level(logging.WARNING, logger="plexus"):
+        assert main(["--config", str(path), "--host", "0.0.0.0"]) == 0
+    assert EXPOSED not in caplog.text and "sk-team-1" not in caplog.text
+    assert [k.name for k in fake_app[-1][0].keys] == ["team"]
