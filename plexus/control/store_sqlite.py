@@ -1,0 +1,397 @@
+"""SqliteStore: the usage store in one SQLite file (WAL), written by one background thread.
+
+Theory (see store.py for the contract):
+
+- `add()` runs on the event loop: a closed check, one `len()` compared with `_limit`, one C-level
+  tuple build (`store.row_of`) and a `deque.append`. It takes no lock and does not wake the writer.
+  Only when the queue reaches `_limit` does it call `_crowded()`: the first time (`WAKE_AT` rows)
+  that wakes the writer early and raises `_limit` to `max_queued` until the writer next empties the
+  queue; at `max_queued` it drops the oldest rows and counts them. Logging happens in the writer,
+  never in `add()`.
+- The writer thread owns the write connection (WAL, synchronous=NORMAL). It wakes every `interval`
+  seconds (or when woken), takes everything queued and commits it with one `executemany` in one
+  `BEGIN IMMEDIATE` transaction. `INSERT OR IGNORE` makes a retried batch harmless.
+- `flush()` appends a marker (a threading.Event) to the same queue; the writer sets it once every
+  row taken before it is committed. Queue order is therefore the only bookkeeping: `add()` keeps
+  no counter. Dropping under overflow never drops a marker.
+- Errors: a locked, busy, full or broken database (sqlite3 errors other than the per-row ones) keeps
+  the batch for the next cycle, bounded by `max_queued`; a row sqlite refuses (a value it cannot
+  bind) is dropped alone and counted. Writer warnings go to logger "plexus", at most one a minute
+  (the others are counted in the next one).
+- Retention: rows older than `retention_days` are deleted by the writer on start and about once an
+  hour (0 keeps everything). `purge()` does the same on demand from any thread.
+- Reads open their own short-lived connection per call (query_only, one read transaction so the
+  count and the page agree), so executor threads read concurrently with the writer.
+- Schema: the table is created from `FIELDS`/`SQL_TYPES`; columns added to `FIELDS` later are added
+  to an existing table with ALTER TABLE ADD COLUMN when the store opens.
+
+Several processes may share one file: each has its own writer, and SQLite's locks (with a busy
+timeout) serialise them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+
+from . import store
+from .store import PERCENTILE_FIELDS, PERCENTILES, SUMMED, row_of
+from .usage import FIELDS, SQL_TYPES, Usage, from_row
+
+log = logging.getLogger("plexus")
+
+WAKE_AT = 5_000  # queued rows that wake the writer before its interval ends
+RETENTION_EVERY = 3600.0  # seconds between retention purges
+LOG_EVERY = 60.0  # at most one writer warning per this many seconds (the others are counted)
+BUSY_TIMEOUT = 5.0  # seconds a connection waits for another's write lock
+
+_COLUMNS = ", ".join(f'"{f}"' for f in FIELDS)
+_INSERT = f"INSERT OR IGNORE INTO usage ({_COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
+_INDEXED = ("time", "alias", "provider", "key")
+# errors caused by one row's values, not by the database: drop the row, keep the batch
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+               sqlite3.DataError, OverflowError, TypeError, ValueError)
+
+
+class SqliteStore:
+    """Usage records in the SQLite file at `path` (its directory is created if missing)."""
+
+    def __init__(self, path: str | os.PathLike, retention_days: float = 30.0, *,
+                 max_queued: int = 100_000, interval: float = 0.2) -> None:
+        path = os.fspath(path)
+        if not path or path == ":memory:":
+            raise ValueError(f"usage store needs a file path, got {path!r}")
+        if retention_days < 0:
+            raise ValueError(f"retention_days must be >= 0, got {retention_days!r}")
+        self.path = path
+        self.retention_days = retention_days
+        self._max_queued = max_queued
+        self._interval = interval
+        self._queue: deque = deque()  # row tuples and flush markers, oldest first
+        self._limit = min(WAKE_AT, max_queued)  # the queue length at which add() calls _crowded()
+        self._wake = threading.Event()
+        self._closed = False  # add() ignores records from now on
+        self._stopping = False  # the writer exits after its next cycle
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # start/close
+        # writer-thread state
+        self._pending: list[tuple] = []  # rows taken from the queue, not yet committed
+        self._markers: list[threading.Event] = []  # flushes waiting for _pending
+        self._next_purge = 0.0
+        self._next_log = 0.0
+        self._suppressed = 0  # warnings not logged since the last one
+        self._logged_dropped = 0
+        # loss counters, one per thread so neither needs a lock
+        self._dropped_queue = 0  # add(): queue full
+        self._dropped_writer = 0  # writer: refused rows, or its retry buffer full
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._create_schema()
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped_queue + self._dropped_writer
+
+    # -- the event-loop side --------------------------------------------------------------------
+
+    def add(self, u: Usage) -> None:
+        if self._closed:
+            return
+        q = self._queue
+        if len(q) >= self._limit:
+            self._crowded()
+        q.append(row_of(u))
+
+    def _crowded(self) -> None:
+        """Wake the writer; at max_queued drop the oldest rows (flush markers keep their place)."""
+        self._wake.set()
+        self._limit = self._max_queued
+        q = self._queue
+        markers = []
+        try:
+            while len(q) >= self._max_queued:
+                item = q.popleft()
+                if item.__class__ is tuple:
+                    self._dropped_queue += 1
+                else:
+                    markers.append(item)
+        except IndexError:  # the writer emptied the queue meanwhile
+            pass
+        finally:
+            q.extendleft(reversed(markers))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._spawn()
+
+    def _spawn(self) -> None:
+        """Start the writer thread (the caller holds _lock)."""
+        self._thread = threading.Thread(target=self._run, name="plexus-usage-writer", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float = 10) -> bool:
+        """Block until every record added before the call is committed (starting the writer if
+        it was never started). False on timeout, or if the writer has already stopped."""
+        with self._lock:
+            if self._thread is None:
+                if not self._queue:
+                    return True
+                self._spawn()
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return not self._queue
+        done = threading.Event()
+        self._queue.append(done)
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 10) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        thread = self._thread
+        if thread is None and not self._queue:
+            return
+        if not self.flush(timeout):
+            log.warning("usage store: flush at close timed out after %.1fs", timeout)
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("usage store: writer still busy at close; %d records may be lost",
+                            len(self._queue) + len(self._pending))
+
+    # -- the writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = None
+        try:
+            while True:
+                self._wake.wait(self._interval)
+                self._wake.clear()
+                stopping = self._stopping
+                try:
+                    if conn is None:
+                        conn = self._connect(write=True)
+                    self._take()
+                    self._write(conn)
+                    self._retention(conn)
+                except Exception as e:  # opening failed, or a bug: keep the rows, try again
+                    self._warn("usage store: writer error (will retry): %r", e)
+                self._warn_dropped()
+                if stopping:
+                    break
+        finally:
+            lost = len(self._pending) + sum(1 for item in list(self._queue) if item.__class__ is tuple)
+            if lost:
+                log.error("usage store: %d usage records not written at close", lost)
+            if conn is not None:
+                try:
+                    conn.execute("PRAGMA optimize")
+                except sqlite3.Error:
+                    pass
+                conn.close()
+
+    def _take(self) -> None:
+        """Move everything queued to _pending (rows) and _markers (flushes)."""
+        q, rows, markers = self._queue, self._pending, self._markers
+        self._limit = min(WAKE_AT, self._max_queued)
+        popleft = q.popleft
+        for _ in range(len(q)):
+            try:
+                item = popleft()
+            except IndexError:  # add() dropped some meanwhile
+                break
+            if item.__class__ is tuple:
+                rows.append(item)
+            else:
+                markers.append(item)
+
+    def _write(self, conn: sqlite3.Connection) -> None:
+        """Commit _pending in one transaction; on a database error keep it (bounded) for next time."""
+        rows = self._pending
+        if rows:
+            try:
+                refused = _insert(conn, rows)
+            except sqlite3.Error as e:
+                excess = len(rows) - self._max_queued
+                if excess > 0:
+                    del rows[:excess]
+                    self._dropped_writer += excess
+                self._warn("usage store: writing %d records failed (will retry): %s", len(rows), e)
+                return
+            rows.clear()
+            if refused:
+                self._dropped_writer += len(refused)
+                self._warn("usage store: dropped %d records sqlite refused: %s", len(refused), refused[0])
+        for m in self._markers:
+            m.set()
+        self._markers.clear()
+
+    def _retention(self, conn: sqlite3.Connection) -> None:
+        now = time.monotonic()
+        if not self.retention_days or now < self._next_purge:
+            return
+        self._next_purge = now + LOG_EVERY  # a failed purge is retried in a minute, not next cycle
+        n = _delete_before(conn, time.time() - self.retention_days * 86400.0)
+        self._next_purge = now + RETENTION_EVERY
+        if n:
+            log.info("usage store: retention removed %d records older than %g days", n, self.retention_days)
+
+    def _warn(self, msg: str, *args: object) -> None:
+        """log.warning, at most once per LOG_EVERY seconds; the rest are counted and reported."""
+        now = time.monotonic()
+        if now < self._next_log:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += f" ({self._suppressed} similar warnings suppressed)"
+            self._suppressed = 0
+        self._next_log = now + LOG_EVERY
+        log.warning(msg, *args)
+
+    def _warn_dropped(self) -> None:
+        dropped = self.dropped
+        if dropped != self._logged_dropped and time.monotonic() >= self._next_log:
+            self._warn("usage store: %d usage records dropped so far (writer behind or refused)", dropped)
+            self._logged_dropped = dropped
+
+    # -- connections and schema -----------------------------------------------------------------
+
+    def _connect(self, write: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL" if write else "PRAGMA query_only=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _create_schema(self) -> None:
+        conn = self._connect(write=True)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")  # atomic against another process doing the same
+            cols = ", ".join(f'"{f}" {t}' for f, t in zip(FIELDS, SQL_TYPES))
+            conn.execute(f"CREATE TABLE IF NOT EXISTS usage ({cols})")
+            have = {r[1] for r in conn.execute("PRAGMA table_info(usage)")}
+            for f, t in zip(FIELDS, SQL_TYPES):
+                if f not in have:
+                    conn.execute(f'ALTER TABLE usage ADD COLUMN "{f}" {t}')
+            for f in _INDEXED:
+                conn.execute(f'CREATE INDEX IF NOT EXISTS usage_{f} ON usage ("{f}")')
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    # -- reads and purge (any thread; blocking) -------------------------------------------------
+
+    def query(self, filters: dict, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
+        store.check_page(limit, offset)
+        where, params = _where(filters)
+        conn = self._connect(write=False)
+        try:
+            conn.execute("BEGIN")
+            (total,) = conn.execute(f"SELECT COUNT(*) FROM usage{where}", params).fetchone()
+            cur = conn.execute(f'SELECT {_COLUMNS} FROM usage{where} ORDER BY "time" DESC, "id" DESC '
+                               "LIMIT ? OFFSET ?", (*params, limit, offset))
+            rows = [from_row(r) for r in cur]
+        finally:
+            conn.close()
+        return rows, total
+
+    def summary(self, group_by: str, filters: dict) -> list[dict]:
+        store.check_group_by(group_by)
+        where, params = _where(filters)
+        g = f'"{group_by}"'
+        sums = ", ".join(f'SUM("{f}")' for f in SUMMED)
+        conn = self._connect(write=False)
+        try:
+            conn.execute("BEGIN")
+            groups = {}
+            for value, requests, errors, *rest in conn.execute(
+                    f"SELECT {g}, COUNT(*), SUM(\"status\" IS NOT 'success'), {sums}, "
+                    f'AVG("tokens_per_second") FROM usage{where} GROUP BY {g} ORDER BY COUNT(*) DESC, {g}',
+                    params):
+                d = store.empty_summary(group_by, value, requests, errors)
+                d.update(zip(SUMMED, rest))
+                d["tokens_per_second"] = rest[-1]
+                groups[value] = d
+            for f in PERCENTILE_FIELDS:
+                for value, n, rank, v in conn.execute(_percentile_sql(g, f, where), params):
+                    for p in PERCENTILES:
+                        if rank == store.nearest_rank(p, n):
+                            groups[value][f"{f}_p{p}"] = v
+        finally:
+            conn.close()
+        return list(groups.values())
+
+    def purge(self, before: float) -> int:
+        conn = self._connect(write=True)
+        try:
+            return _delete_before(conn, before)
+        finally:
+            conn.close()
+
+
+def _where(filters: dict | None) -> tuple[str, list]:
+    conds, params = store.conditions(filters)
+    return (" WHERE " + " AND ".join(conds) if conds else ""), params
+
+
+def _percentile_sql(g: str, f: str, where: str) -> str:
+    """Rows (group value, n, rank, value) at the nearest ranks of PERCENTILES, per group."""
+    ranks = " OR ".join(f"rn = ({p} * n + 99) / 100" for p in PERCENTILES)
+    extra = f'{" AND" if where else " WHERE"} "{f}" IS NOT NULL'
+    return (f"SELECT g, n, rn, v FROM (SELECT {g} AS g, \"{f}\" AS v, "
+            f'ROW_NUMBER() OVER (PARTITION BY {g} ORDER BY "{f}") AS rn, '
+            f"COUNT(*) OVER (PARTITION BY {g}) AS n FROM usage{where}{extra}) WHERE {ranks}")
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple]) -> list[Exception]:
+    """Insert rows in one transaction; a row sqlite refuses is skipped. Returns the refusals."""
+    refused: list[Exception] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            conn.executemany(_INSERT, rows)
+        except _ROW_ERRORS:  # find the bad rows; the good ones already in are ignored (OR IGNORE)
+            for row in rows:
+                try:
+                    conn.execute(_INSERT, row)
+                except _ROW_ERRORS as e:
+                    refused.append(e)
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return refused
+
+
+def _delete_before(conn: sqlite3.Connection, before: float) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        n = conn.execute('DELETE FROM usage WHERE "time" < ?', (before,)).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return n
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
