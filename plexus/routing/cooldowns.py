@@ -101,6 +101,23 @@ class Cooldowns:
         e = self.entries.get(key)
         return e is not None and now < e.until
 
+    def clear(self, provider: str | None = None, model: str | None = None) -> int:
+        """Forget failures (the management API): all of them, one provider's, or one
+        (provider, model)'s; returns how many keys were cleared.  Keys are deleted from
+        ``entries`` in place: Router.plan holds that very dict."""
+        if provider is None:
+            if model is not None:
+                raise ValueError("clear(model=...) needs the provider too")
+            n = len(self.entries)
+            self.entries.clear()
+            return n
+        if model is not None:
+            return 1 if self.entries.pop((provider, model), None) is not None else 0
+        keys = [k for k in self.entries if k[0] == provider]
+        for k in keys:
+            del self.entries[k]
+        return len(keys)
+
     def snapshot(self, now: float) -> list[dict]:
         """Every key with failures, for the management API (a copy; plain JSON-able values)."""
         return [{"provider": k[0], "model": k[1], "cooling": now < e.until, "until": e.until,
