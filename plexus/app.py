@@ -20,6 +20,7 @@ import signal
 import sys
 
 from .config_error import ConfigError
+from .control.plane import Plane
 from .gateway.handler import Gateway
 from .server.protocol import ServerLimits, start_server
 from .upstream.tls import TLSSetupError, contexts
@@ -45,7 +46,10 @@ def make_transports(config) -> dict:
 async def serve(config, host: str, port: int):
     """Start Plexus; returns (server, gateway). Close with `shutdown(server, gateway)`."""
     transports = make_transports(config)
-    gateway = Gateway(config, transports)
+    plane = Plane(config)
+    gateway = Gateway(config, transports, plane, make_transports)
+    plane.attach(gateway, asyncio.get_running_loop())
+    plane.start()
     s = config.server
     limits = ServerLimits(max_body_bytes=s.max_body_bytes, max_header_bytes=s.max_header_bytes,
                           keepalive_timeout=s.keepalive_timeout, header_timeout=s.header_timeout,
@@ -56,6 +60,8 @@ async def serve(config, host: str, port: int):
 
 async def shutdown(server, gateway) -> None:
     server.close()
+    if gateway.plane is not None:
+        await gateway.plane.close()  # flushes the usage records still queued
     for rt in gateway.runtime.values():
         await rt.transport.aclose()
 
@@ -74,7 +80,7 @@ async def _main(config, host: str, port: int) -> None:
     await shutdown(server, gateway)
 
 
-def run(config, host: str = "0.0.0.0", port: int = 3000) -> None:
+def run(config, host: str = "127.0.0.1", port: int = 3000) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a hard dependency

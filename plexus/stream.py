@@ -68,9 +68,17 @@ def _on_a_line(buf: bytes, value: bytes, field: bytes, i: int) -> bool:
     return False
 
 
+def _string_at(buf: bytes, j: int) -> str | None:
+    """The JSON string value starting at ``j`` (its opening quote), when whole in ``buf``."""
+    if buf[j:j + 1] != b'"':
+        return None
+    e = buf.find(b'"', j + 1)
+    return buf[j + 1:e].decode("utf-8", "replace") if e != -1 else None
+
+
 class Passthrough:
     __slots__ = ("dialect", "_rules", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
-                 "_array", "_failure", "_error_event")
+                 "_array", "_failure", "_error_event", "finish")
 
     def __init__(self, dialect: str | Dialect, sse: bool = True) -> None:
         """`dialect`: its name or registry record; `sse` False: the dialect's non-SSE stream
@@ -88,6 +96,7 @@ class Passthrough:
         self._pending = False        # the buffer ended between the finish key and its value
         self._finishing = False      # the finish key was seen, its line has not ended yet
         self.done = False
+        self.finish: str | None = None  # the finish value as sent (e.g. "stop"), for the usage record
         self._failure = None
         self._array = d.array_relay(MAX_EVENT_BYTES) if not sse and d.array_relay else None
 
@@ -120,7 +129,9 @@ class Passthrough:
                     return chunk
                 i = chunk.rfind(key)
                 if i != -1 and not chunk.startswith(b"null", i + self._klen):
-                    if self._finish_value(chunk, chunk.find(key)) >= 0:
+                    j = self._finish_value(chunk, chunk.find(key))
+                    if j >= 0:
+                        self.finish = _string_at(chunk, j)
                         self.done = True
                         return chunk
                 self._tail = b"\n"            # (an event boundary: the next line starts fresh)
@@ -147,6 +158,7 @@ class Passthrough:
             if not buf.startswith(b"null", j) or find(key, j) != -1:
                 j = self._finish_value(buf, i)
                 if j >= 0:
+                    self.finish = _string_at(buf, j)
                     if find(b"\n", j) != -1 or find(b"\r", j) != -1:
                         self.done = True
                         return chunk

@@ -23,13 +23,25 @@ from fake_upstream import CLIENT_KEY, FakeUpstream
 from spawn import stop_process
 
 MAX_BODY = 1024 * 1024  # server.max_body_bytes in the test config (413 tests)
+ADMIN_KEY = "test-admin-key-0123"
+# $ per million tokens, per upstream model (the usage records' cost)
+PRICES = {"up-gpt": {"input": 2.0, "output": 8.0, "cached_input": 0.5, "cache_write": 2.0},
+          "up-claude": {"input": 3.0, "output": 15.0, "cached_input": 0.3, "cache_write": 3.75},
+          "up-gemini": {"input": 0.3, "output": 2.5, "cached_input": 0.075, "cache_write": 0.3}}
+
+
+def _price(model: str) -> str:
+    p = PRICES[model]
+    return (f"pricing: {{{model}: {{input: {p['input']}, output: {p['output']}, cached_input: {p['cached_input']}, "
+            f"cache_write: {p['cache_write']}}}}}")
 
 CONFIG = """\
 server: {{host: 127.0.0.1, port: {port}, max_body_bytes: {max_body}, write_timeout: 2}}
+admin_key: {admin_key}
 providers:
-  f_openai: {{type: OpenAI, api_base_url: "{f}/v1", api_key: sk-up-openai, models: [up-gpt, up-gpt-2], headers: {{X-Provider-Extra: from-config}}{tls}}}
-  f_anthropic: {{type: Anthropic, api_base_url: "{f}/v1", api_key: sk-up-anthropic, models: [up-claude]{tls}}}
-  f_gemini: {{type: Gemini, api_base_url: "{f}/v1beta", api_key: g-up-key, models: [up-gemini]{tls}}}
+  f_openai: {{type: OpenAI, api_base_url: "{f}/v1", api_key: sk-up-openai, models: [up-gpt, up-gpt-2], headers: {{X-Provider-Extra: from-config}}{tls}, {p_gpt}}}
+  f_anthropic: {{type: Anthropic, api_base_url: "{f}/v1", api_key: sk-up-anthropic, models: [up-claude]{tls}, {p_claude}}}
+  f_gemini: {{type: Gemini, api_base_url: "{f}/v1beta", api_key: g-up-key, models: [up-gemini]{tls}, {p_gemini}}}
   f_keyless: {{type: OpenAI, api_base_url: "{f}/v1", api_key: "${{PLEXUS_TEST_UNSET_KEY:-}}", models: [up-local]{tls}}}
   f_dead: {{type: OpenAI, api_base_url: "http://127.0.0.1:{dead}/v1", api_key: x, models: [dead]}}
   f_slow: {{type: OpenAI, api_base_url: "{f}/v1", api_key: x, models: [slow], ttfb_timeout: 1{tls}}}
@@ -118,7 +130,8 @@ def plexus(fake, tmp_path_factory, pytestconfig, request):
         ca_path.write_bytes(request.getfixturevalue("upstream_ca")[0].cert_pem.bytes())
         tls = f", ca_file: {ca_path}"
     cfg.write_text(CONFIG.format(port=port, f=fake.base_url, dead=dead.getsockname()[1], max_body=MAX_BODY,
-                                 tls=tls))
+                                 tls=tls, admin_key=ADMIN_KEY, p_gpt=_price("up-gpt"),
+                                 p_claude=_price("up-claude"), p_gemini=_price("up-gemini")))
     env = {k: v for k, v in os.environ.items()
            if k not in ("PLEXUS_TEST_UNSET_KEY", "PLEXUS_CONFIG", "PLEXUS_PORT")}
     errp = d / "stderr.log"

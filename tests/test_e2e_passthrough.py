@@ -118,7 +118,8 @@ def test_openai_sdk_stream_helper(openai_client):
 def test_openai_stream_bytes_relayed(fake, http):
     chunks = openai_stream("up-gpt", include_usage=True)
     fake.script(Reply.sse(chunks))
-    body = {"model": "gpt", "messages": MSGS, "stream": True}
+    # (the client asks for usage itself: without it Plexus asks and strips, test_e2e_usage.py)
+    body = {"model": "gpt", "messages": MSGS, "stream": True, "stream_options": {"include_usage": True}}
     with http.stream("POST", "/v1/chat/completions", json=body, headers=OPENAI_AUTH) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert_plexus_headers(r, "gpt", "f_openai/up-gpt")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from time import perf_counter
 
 import orjson
 
@@ -38,7 +39,9 @@ from ..routing.outcome import FATAL, OK
 from ..routing.cooldowns import retry_after
 from ..upstream.call import MAX_ERROR_BODY, open_upstream, read_all
 from ..upstream.transport import RawResponse
+from ..config_control import cost
 from .relay import relay_stream
+from .usage_tap import body_usage, fill, wants_stream_usage, with_stream_usage
 
 log = logging.getLogger("plexus")
 
@@ -87,16 +90,46 @@ class Failure:
 class Call:
     """One client request across its attempts (the pipeline's per-request state)."""
 
-    __slots__ = ("gw", "req", "resp", "d", "body", "model", "stream", "sse", "query", "alias",
-                 "planned", "n", "failures", "_ireq")
+    __slots__ = ("gw", "router", "runtime", "req", "resp", "d", "body", "model", "stream", "sse", "query",
+                 "alias", "planned", "n", "failures", "_ireq", "rec", "cap", "target", "passthrough",
+                 "upstream_s", "first_at")
 
-    def __init__(self, gw, req, resp, d, body: dict, model: str, stream: bool, sse: bool, query: dict,
-                 alias, planned: int) -> None:
+    def __init__(self, gw, state, req, resp, d, body: dict, model: str, stream: bool, sse: bool, query: dict,
+                 alias, planned: int, rec=None) -> None:
         self.gw, self.req, self.resp, self.d, self.body = gw, req, resp, d, body
+        self.router, self.runtime = state.router, state.runtime  # this request's config generation
         self.model, self.stream, self.sse, self.query, self.alias = model, stream, sse, query, alias
         self.planned, self.n = planned, 0
         self.failures: list[Failure] = []
         self._ireq = None
+        self.rec = rec            # the usage record (control/usage.py), filled as the request goes
+        self.cap = None           # a debug capture (control/debug.py) when debug logging matches
+        self.target = None        # the target of the latest attempt
+        self.passthrough = False
+        self.upstream_s = 0.0     # seconds spent in upstream exchanges, all attempts
+        self.first_at = None      # perf_counter() when the client's first answer bytes were written
+
+    def settle(self, rec, t0: float, end: float) -> None:
+        """Fill the record's target, timing and cost fields at the request's end (``t0``, ``end``:
+        perf_counter() times the request began and ended)."""
+        t = self.target
+        rec.attempts = self.n
+        if t is not None:
+            p = t.provider
+            rec.provider, rec.model, rec.provider_type = p.name, t.model, p.type
+            rec.passthrough = self.passthrough
+            if rec.cost is None and (rec.input_tokens is not None or rec.output_tokens is not None):
+                price = p.pricing.get(t.model) if p.pricing else None
+                if price is not None:
+                    rec.cost = cost(price, rec.input_tokens, rec.output_tokens, rec.cached_tokens,
+                                    rec.cache_write_tokens)
+        duration = (end - t0) * 1000.0
+        if self.first_at is not None and self.stream:
+            rec.ttft_ms = (self.first_at - t0) * 1000.0
+        elif rec.status == "success":
+            rec.ttft_ms = duration     # a whole answer: its first token comes with the last
+        rec.finish(duration)
+        rec.overhead_ms = max(0.0, duration - self.upstream_s * 1000.0)
 
     def ir_request(self) -> ir.Request:
         """The client's request in the IR, parsed once however many targets need it."""
@@ -111,8 +144,8 @@ class Call:
         """Report a failed attempt to routing, log it, remember it for the final error."""
         loop = self.resp.loop
         now = loop.time()
-        self.gw.router.report(target, outcome, now, retry_after=ra, status=status)
-        key = self.gw.runtime[target.provider.name].key_bytes
+        self.router.report(target, outcome, now, retry_after=ra, status=status)
+        key = self.runtime[target.provider.name].key_bytes
         if key and key.decode() in what:  # a provider that echoes our key back (in an error event)
             what = what.replace(key.decode(), "[redacted]")
         if status >= 500 or status == 429 or outcome is not FATAL:
@@ -157,7 +190,7 @@ async def attempt(call: Call, target) -> bool:
     """Try ``target``; True once the client has its answer, False to try the next target."""
     gw = call.gw
     prov = target.provider
-    rt = gw.runtime[prov.name]
+    rt = call.runtime[prov.name]
     pd, d = rt.dialect, call.d
     resp = call.resp
     loop = resp.loop
@@ -165,10 +198,13 @@ async def attempt(call: Call, target) -> bool:
     deliver = call.planned == 1  # a lone target's own answer goes to the client, as it is
 
     # ---- prepare (pure)
+    strip = False  # a relayed OpenAI stream whose usage we asked for (the client did not)
     if pd is d and not _foreign(d.name, call.req.body):
         stream, ctx = call.stream, None
         url = rt.url(target.model, stream, call.sse, call.query)
         out = rt.relay_body(call.req.body, call.body, target.model, d.parse_path is not None)
+        if stream and d.name == "openai" and prov.stream_usage and wants_stream_usage(call.body):
+            out, strip = with_stream_usage(out, call.body), True
     else:
         ireq = call.ir_request()
         stream = ireq.stream
@@ -180,10 +216,17 @@ async def attempt(call: Call, target) -> bool:
     headers = rt.request_headers(call.req)
     marks = rt.marks(call.alias.name, target.model) + (_ATTEMPTS[call.n] if call.n < 17 else
                                                        (b"x-plexus-attempts", str(call.n).encode()),)
+    if call.rec is not None:
+        marks += ((b"x-plexus-request-id", call.rec.id.encode()),)
+    call.target, call.passthrough = target, ctx is None
+    if call.cap is not None:
+        call.cap.upstream_request(prov.name, url, headers, out)
 
     # ---- open, classify, relay
     started = loop.time()
+    began = perf_counter()
     up = None
+    rt.inflight += 1
     try:
         try:
             up = await open_upstream(rt.transport, prov, url, headers, out, loop, rt.map_ttfb, target)
@@ -194,8 +237,10 @@ async def attempt(call: Call, target) -> bool:
             return await _error_answer(call, target, rt, up, ctx is None, marks, started, deliver)
         if not stream:
             return await _whole_answer(call, target, rt, up, ctx, marks, started, deliver)
-        return await relay_stream(call, target, rt, up, ctx, marks, started, deliver)
+        return await relay_stream(call, target, rt, up, ctx, marks, started, deliver, strip)
     finally:
+        rt.inflight -= 1
+        call.upstream_s += perf_counter() - began
         if up is not None:
             await up.aclose()
             if gw.debug:
@@ -214,6 +259,8 @@ async def _error_answer(call, target, rt, up, passthrough: bool, marks, started,
     data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
     if rt.key_bytes and rt.key_bytes in data:  # a provider that echoes our key back: never relay it
         data = data.replace(rt.key_bytes, b"[redacted]")
+    if call.cap is not None:
+        call.cap.upstream_response(status, up.raw_headers, data)
     call.failed(target, outcome, status, f"HTTP {status}", started, ra)
     if not deliver and outcome is not FATAL:
         return False
@@ -225,6 +272,11 @@ async def _error_answer(call, target, rt, up, passthrough: bool, marks, started,
         except orjson.JSONDecodeError:
             ok = False
         if ok:
+            rec = call.rec
+            if rec is not None:
+                rec.status, rec.http_status, rec.error = "error", status, f"provider answered HTTP {status}"
+            if call.cap is not None:
+                call.cap.client_response(status, [], data)
             call.resp.send(status, rt.forward_headers(up, marks), data)
             return True
     err = from_upstream(status, data, up.raw_headers, prov.name)
@@ -246,20 +298,29 @@ async def _whole_answer(call, target, rt, up, ctx, marks, started, deliver: bool
     try:
         data = await read_all(up, prov, prov.max_response_bytes, rt.map_read)
         if ctx is None:
-            check_json(data, prov.name)
+            obj = check_json(data, prov.name)
             status, headers, payload = up.status_code, rt.forward_headers(up, marks), data
+            usage = body_usage(rt.dialect.name, obj)
         else:
             ires = rt.dialect.decode.parse_response(data)
             status, headers, payload = 200, [_JSON, *marks], call.d.encode.render_response(ires, ctx)
+            usage = (ires.usage, ires.stop_reason, None)
     except GatewayError as e:
         return call.gave_up(target, e, INVALID, started, deliver)
-    call.gw.router.report(target, OK, loop.time(), ttfb=head - started)
+    call.router.report(target, OK, loop.time(), ttfb=head - started)
+    if call.rec is not None:
+        call.rec.http_status = status
+        fill(call.rec, *usage)
+    if call.cap is not None:
+        call.cap.upstream_response(up.status_code, up.raw_headers, data)
+        call.cap.client_response(status, headers, payload)
     call.resp.send(status, headers, payload)
     return True
 
 
-def check_json(data: bytes, provider: str) -> None:
-    """A 2xx non-stream answer must be JSON: HTML, empty or truncated bodies become 502."""
+def check_json(data: bytes, provider: str):
+    """A 2xx non-stream answer must be JSON: HTML, empty or truncated bodies become 502.
+    Returns the parsed tree (read for the usage record)."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -268,6 +329,7 @@ def check_json(data: bytes, provider: str) -> None:
                                 + (f": {snippet!r}" if snippet else " (empty body)"), "bad_gateway") from None
     if not isinstance(obj, (dict, list)):
         raise GatewayError(502, f"provider '{provider}' returned an invalid response", "bad_gateway")
+    return obj
 
 
 __all__ = ["Call", "attempt", "check_json", "STREAM_ERROR"]

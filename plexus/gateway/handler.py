@@ -24,7 +24,12 @@ away cancels this task at any stage; the attempt's `finally` closes the upstream
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import itertools
 import logging
+import os
+import time
+from time import perf_counter
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
@@ -33,6 +38,8 @@ from ..dialects import registry
 from ..errors import GatewayError, invalid
 from ..routing import Router
 from ..server.messages import Request
+from ..control.keys import KeyRing
+from ..control.usage import Usage
 from .attempt import Call, attempt
 from .runtime import ProviderRuntime, models_response
 
@@ -42,15 +49,75 @@ _JSON = (b"content-type", b"application/json")
 _LARGE_BODY = 1 << 20  # bodies above this yield to the loop between parsing and the rest of the work
 _MODEL_PATHS = (b"/v1/models", b"/v1beta/models")
 _MODEL_PREFIXES = (b"/v1/models/", b"/v1beta/models/")
+_BOOT = os.urandom(4).hex()  # request ids: this process's random prefix + a counter
+_SEQ = itertools.count(1)
+
+
+class State:
+    """Everything a request reads from one config generation. A reload builds a new State and
+    swaps it in; a request keeps the State it started with to its end (its attempts, reports
+    and relay), so in-flight streams finish on the old config."""
+
+    __slots__ = ("config", "router", "runtime", "models_bodies", "keys", "pricing")
+
+    def __init__(self, config, runtime: dict, cooldowns=None) -> None:
+        self.config = config
+        self.router = Router(config, cooldowns=cooldowns)
+        self.runtime = runtime
+        self.models_bodies = models_response(self.router.aliases())
+        self.keys = KeyRing(config.keys)
 
 
 class Gateway:
-    def __init__(self, config, transports: dict) -> None:
-        self.config = config
-        self.router = Router(config)
-        self.runtime = {name: ProviderRuntime(p, transports[name]) for name, p in config.providers.items()}
-        self.models_bodies = models_response(self.router.aliases())
+    def __init__(self, config, transports: dict, plane=None, make_transports=None) -> None:
+        self.state = State(config, {name: ProviderRuntime(p, transports[name])
+                                    for name, p in config.providers.items()})
+        self.plane = plane                  # control plane (usage, metrics, management); None in bare tests
+        self._make_transports = make_transports
+        self._retired: list = []            # runtimes of replaced providers, closed when idle
+        self.streams = 0                    # streamed answers in progress (a metrics gauge)
         self.debug = log.isEnabledFor(logging.DEBUG)
+
+    # the current generation's parts (a request reads them once, through its Call)
+    config = property(lambda self: self.state.config)
+    router = property(lambda self: self.state.router)
+    runtime = property(lambda self: self.state.runtime)
+
+    def apply(self, config) -> None:
+        """Hot reload: new requests see ``config``; running ones finish on the old State.
+        Providers whose settings did not change keep their runtime and connection pool; new or
+        changed ones get a new transport (a ConfigError from building it leaves the old config
+        serving); cooldowns carry over when the schedule is the same."""
+        old = self.state
+        keep = {name: rt for name, rt in old.runtime.items()
+                if name in config.providers and config.providers[name] == rt.provider}
+        fresh = {name: p for name, p in config.providers.items() if name not in keep}
+        if fresh:
+            if self._make_transports is None:
+                raise RuntimeError("this gateway cannot build transports for new providers")
+            from ..config import Config
+            sub = Config(path=config.path, server=config.server, providers=fresh, aliases={},
+                         routing=config.routing)
+            transports = self._make_transports(sub)
+            keep.update({name: ProviderRuntime(p, transports[name]) for name, p in fresh.items()})
+        runtime = {name: keep[name] for name in config.providers}
+        same = config.routing.cooldown == old.config.routing.cooldown
+        self.state = State(config, runtime, old.router.cooldowns if same else None)
+        gone = [rt for name, rt in old.runtime.items() if runtime.get(name) is not rt]
+        self._retired.extend(gone)
+        if gone:
+            asyncio.get_running_loop().create_task(self._close_retired())
+        log.info("config applied: %d providers (%d new or changed), %d aliases",
+                 len(runtime), len(fresh), len(config.aliases))
+
+    async def _close_retired(self, poll: float = 1.0) -> None:
+        """Close the pools of replaced providers once no attempt uses them (streams may run long)."""
+        while self._retired:
+            for rt in [rt for rt in self._retired if rt.inflight == 0]:
+                self._retired.remove(rt)
+                await rt.transport.aclose()
+            if self._retired:
+                await asyncio.sleep(poll)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -67,7 +134,11 @@ class Gateway:
                 resp.send(200, [(b"content-type", b"text/plain; charset=utf-8")], b"OK")
             elif path in _MODEL_PATHS or path.startswith(_MODEL_PREFIXES):
                 self._method(req, b"GET")
+                d = registry.guess(path, req.header)
+                self.state.keys.check(req, d, None)
                 self.list_models(req, resp)
+            elif self.plane is not None and (path.startswith(b"/v0/management") or path == b"/metrics"):
+                await self.plane.management.handle(req, resp)
             else:
                 d = registry.guess(path, req.header)
                 raise GatewayError(404, f"no route for {req.method.decode('latin-1')} "
@@ -92,7 +163,7 @@ class Gateway:
             shape = "anthropic"
         else:
             shape = "openai"
-        listing, items = self.models_bodies[shape]
+        listing, items = self.state.models_bodies[shape]
         if req.path in _MODEL_PATHS:
             resp.send(200, [_JSON], listing)
             return
@@ -107,23 +178,85 @@ class Gateway:
     # ------------------------------------------------------------------ completions
 
     async def complete(self, req: Request, resp, d, path_args) -> None:
+        st = self.state
+        loop = resp.loop
+        t0 = perf_counter()  # (loop.time() is uvloop's millisecond clock: too coarse for records)
+        rec = Usage(f"{_BOOT}{next(_SEQ):x}", time.time(), self._client_ip(req, resp, st), d.name,
+                    req.path.decode("latin-1"))
+        call = None
         try:
-            body = orjson.loads(req.body)
-        except orjson.JSONDecodeError as e:
-            raise invalid(f"request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise invalid("request body must be a JSON object")
-        if len(req.body) > _LARGE_BODY:  # a multi-MB parse just ran: let other clients go first
-            await asyncio.sleep(0)
-        query = dict(parse_qsl(req.query.decode("latin-1"))) if req.query else {}
-        model, stream = d.model_and_stream(body, path_args, query)
-        alias = self.router.resolve(model)
-        if alias is None:
-            raise GatewayError(404, f"The model '{model}' does not exist or is not configured on this gateway",
-                               "not_found", param="model", code="model_not_found")
-        plan = self.router.plan(alias, resp.loop.time())
-        call = Call(self, req, resp, d, body, model, stream, d.sse(query), query, alias, len(plan))
-        for target in plan:
-            if await attempt(call, target):
-                return
-        raise call.final_error()
+            key = rec.key = st.keys.check(req, d, None)
+            try:
+                body = orjson.loads(req.body)
+            except orjson.JSONDecodeError as e:
+                raise invalid(f"request body is not valid JSON: {e}") from None
+            if not isinstance(body, dict):
+                raise invalid("request body must be a JSON object")
+            if len(req.body) > _LARGE_BODY:  # a multi-MB parse just ran: let other clients go first
+                await asyncio.sleep(0)
+            query = dict(parse_qsl(req.query.decode("latin-1"))) if req.query else {}
+            model, stream = d.model_and_stream(body, path_args, query)
+            rec.stream = stream
+            if key is not None:
+                st.keys.check(req, d, model)
+            alias = st.router.resolve(model)
+            if alias is None:
+                raise GatewayError(404, f"The model '{model}' does not exist or is not configured on this gateway",
+                                   "not_found", param="model", code="model_not_found")
+            rec.alias = alias.name
+            plan = st.router.plan(alias, loop.time())
+            call = Call(self, st, req, resp, d, body, model, stream, d.sse(query), query, alias, len(plan), rec)
+            plane = self.plane
+            if plane is not None and plane.debug.enabled:
+                call.cap = plane.debug.begin(rec.id, alias.name, key)
+                if call.cap is not None:
+                    call.cap.client_request(req.method, req.target, req.headers, req.body)
+            for target in plan:
+                if await attempt(call, target):
+                    return
+            raise call.final_error()
+        except GatewayError as e:
+            rec.status, rec.http_status, rec.error = "error", e.status, e.message
+            if not any(k == b"x-plexus-request-id" for k, _ in e.headers):
+                e.headers.append((b"x-plexus-request-id", rec.id.encode()))
+            if call is not None and call.cap is not None and not resp.started:
+                call.cap.client_response(e.status, [], e.message.encode())
+            raise
+        except BaseException as e:  # the client went away (cancelled), or a bug (a 500 follows)
+            if isinstance(e, asyncio.CancelledError):
+                rec.status, rec.http_status = "client_closed", 499
+            else:
+                rec.status, rec.http_status, rec.error = "error", 500, f"{type(e).__name__}"
+            raise
+        finally:
+            if call is not None:
+                call.settle(rec, t0, perf_counter())
+            else:
+                rec.finish((perf_counter() - t0) * 1000.0)
+            if self.plane is not None:
+                self.plane.record(rec, call.cap if call is not None else None)
+
+    @staticmethod
+    def _client_ip(req: Request, resp, st) -> str:
+        """The socket peer; with ``server.trusted_proxies``, X-Forwarded-For's last address that
+        is not a trusted proxy (when the peer itself is one)."""
+        ip = resp.client_ip
+        trusted = st.config.server.trusted_proxies
+        if not trusted or not _in(ip, trusted):
+            return ip
+        xff = req.header(b"x-forwarded-for")
+        if not xff:
+            return ip
+        for hop in reversed(xff.decode("latin-1").split(",")):
+            hop = hop.strip()
+            if hop and not _in(hop, trusted):
+                return hop
+        return ip
+
+
+def _in(ip: str, networks) -> bool:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(a in n for n in networks)

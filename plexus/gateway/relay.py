@@ -23,15 +23,18 @@ Theory
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 
 import orjson
 
+from ..dialects.common import STOPS
 from ..errors import ERROR_TYPE_KIND, KIND_STATUS, GatewayError, from_upstream
 from ..routing import INVALID, STREAM_ERROR, classify
 from ..routing.outcome import OK, RETRY
 from ..stream import Passthrough, Translator
 from ..upstream.call import MAX_ERROR_BODY, read_all
 from ..upstream.transport import RawResponse
+from .usage_tap import UsageStrip, fill, stream_usage
 
 log = logging.getLogger("plexus")
 
@@ -131,7 +134,10 @@ async def first_event(up, rt, target, started: float, loop) -> bytes:
             up.set_read_timeout(target.read_timeout)
 
 
-async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver: bool) -> bool:
+async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver: bool,
+                       strip: bool = False) -> bool:
+    """Relay or translate a 2xx stream (see the module doc); ``strip``: the relayed OpenAI
+    stream carries usage the client did not ask for (usage_tap.UsageStrip removes it)."""
     resp = call.resp
     loop = resp.loop
     prov = rt.provider
@@ -166,7 +172,7 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
                 call.failed(target, outcome, status, what, started)
                 if outcome.fail_over:
                     return False  # else (the request's own fault) the client gets the error event
-    call.gw.router.report(target, OK, loop.time(), ttfb=loop.time() - started)
+    call.router.report(target, OK, loop.time(), ttfb=loop.time() - started)
 
     if ctx is None:
         tr = Passthrough(d, call.sse)
@@ -174,19 +180,32 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
     else:
         tr = Translator(rt.dialect, d, ctx)
         headers = [(b"content-type", d.content_type(call.sse)), (b"cache-control", b"no-cache"), *marks]
+    feed = tr.feed
+    us = None
+    if strip:
+        us = UsageStrip()
+        feed = _chain(us.feed, tr.feed)
+    cap = call.cap
+    status = 200 if ctx is not None else up.status_code
+    if cap is not None:
+        feed = _captured(feed, cap, up, status, headers)
     # Body bytes already here go out with our head, and the last piece with the end of the
     # stream: a whole stream that arrived in one read leaves in one or two writes.
     pending, out = None, b""
     if early:
         try:
-            out = tr.feed(early)
+            out = feed(early)
         except Exception as e:  # handled below, as for any chunk, once the response started
             pending = e
-    resp.start(200 if ctx is not None else up.status_code, headers, out)
+    resp.start(status, headers, out)
+    call.first_at = perf_counter()
+    gw = call.gw
+    gw.streams += 1
     last: list[bytes] = []
-    # a relayed stream may end with the provider's own error event (relayed as is, so not a
-    # failure of the Passthrough): its last chunk is kept to tell, as a translation would
-    seen = [early] if ctx is None and expect_sse else None
+    # a relayed stream's last two upstream chunks are kept (references, no copy): the usage
+    # record reads its usage there, and it may end with the provider's own error event (relayed
+    # as is, so not a failure of the Passthrough), told apart as a translation would
+    seen = [early, b""] if ctx is None else None
     timer = None
     try:
         if pending is not None:
@@ -194,7 +213,7 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
         with rt.map_stream:
             if not up.at_end():
                 if type(up) is RawResponse:
-                    done = up.pipe(_relay(tr.feed, resp, up, last, seen))
+                    done = up.pipe(_relay(feed, resp, up, last, seen))
                     if target.total_timeout and not done.done():  # the whole exchange's limit
                         timer = loop.call_at(started + target.total_timeout, up.expire)
                     try:
@@ -208,31 +227,47 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
                 else:  # another httpx transport (tests): pull the chunks
                     async for chunk in up:
                         if seen is not None and chunk:
+                            seen[1] = seen[0]
                             seen[0] = chunk
-                        out = tr.feed(chunk)
+                        out = feed(chunk)
                         if out:
                             await resp.write(out)
-        tail = tr.close()
+        tail = tr.feed(us.close()) + tr.close() if us is not None else tr.close()
     except GatewayError as e:
         tail = tr.fail(e)
     except Exception as e:  # a translator bug must still end the stream properly
         log.exception("stream translation failed")
         tail = tr.fail(GatewayError(502, f"stream translation failed: {type(e).__name__}", "bad_gateway"))
     finally:
+        gw.streams -= 1
         if timer is not None:
             timer.cancel()
     piece = last[0] if last else b""
     resp.end(piece + tail if tail else piece)
+    if cap is not None and tail:
+        cap.client_response(status, (), tail)
     failure = tr.failure  # the message of the error event that ended the stream, else None
     outcome, status = RETRY, 502
-    if failure is None and seen is not None:
+    if failure is None and seen is not None and expect_sse:
         bad = _error_event(_last_event(seen[0]))
         if bad is not None:  # the provider's own error event, relayed: the same failure as translated
             status, failure = bad
             outcome = classify(status, STREAM_ERROR)
+    rec = call.rec
+    if rec is not None:
+        if ctx is None:
+            last2 = seen[1] + seen[0]
+            u, stop, cost = stream_usage(d.name, early, last2, us.usage_event if us is not None else None)
+            if tr.finish is not None:
+                stop = STOPS[d.name].to_ir(tr.finish)
+            fill(rec, u, stop, cost)
+        else:
+            fill(rec, tr.enc._usage, tr.enc.stop)
+        if failure is not None:
+            rec.status, rec.error = "error_stream", failure
     if failure is not None and outcome.cool_down:
         now = loop.time()
-        call.gw.router.report(target, outcome, now, status=status)
+        call.router.report(target, outcome, now, status=status)
         log.warning("upstream failure: provider=%s model=%s status=%d duration=%.3fs attempt=%d/%d: %s",
                     prov.name, target.model, up.status_code, now - started, call.n, call.planned, failure)
     return True
@@ -255,6 +290,7 @@ def _relay(feed, resp, up, last: list, seen: list | None = None):
 
     def on_body(chunk: bytes, end: bool) -> None:
         if seen is not None:
+            seen[1] = seen[0]
             seen[0] = chunk
         out = feed(chunk)
         if out:
@@ -264,3 +300,29 @@ def _relay(feed, resp, up, last: list, seen: list | None = None):
                 up.pause_reading()
                 resp.when_writable(up.resume_reading)
     return on_body
+
+
+def _chain(first, second):
+    """feed through ``first`` then ``second`` (the usage strip before the relay's Passthrough)."""
+    def feed(chunk: bytes) -> bytes:
+        out = first(chunk)
+        return second(out) if out else b""
+    return feed
+
+
+def _captured(feed, cap, up, status: int, headers):
+    """``feed`` that also hands what came in and what went out to a debug capture."""
+    first = [True]
+
+    def capture(chunk: bytes) -> bytes:
+        if first[0]:
+            first[0] = False
+            cap.upstream_response(up.status_code, up.raw_headers, chunk)
+            out = feed(chunk)
+            cap.client_response(status, headers, out)
+            return out
+        cap.upstream_response(up.status_code, (), chunk)
+        out = feed(chunk)
+        cap.client_response(status, (), out)
+        return out
+    return capture

@@ -35,12 +35,13 @@ _FORWARD_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-", b"x-goog-")
 
 class ProviderRuntime:
     __slots__ = ("provider", "dialect", "transport", "base_url", "headers", "key_bytes", "_base",
-                 "_fixed", "_target_headers", "_marks", "map_ttfb", "map_read", "map_stream")
+                 "_fixed", "_target_headers", "_marks", "map_ttfb", "map_read", "map_stream", "inflight")
 
     def __init__(self, provider, transport) -> None:
         self.provider = provider
         d = self.dialect = registry.get(provider.type)
         self.transport = transport
+        self.inflight = 0  # attempts using this runtime now (a replaced provider closes when 0)
         self.base_url = provider.base_url
         h = [(b"content-type", b"application/json")]
         key = self.key_bytes = provider.api_key.encode()

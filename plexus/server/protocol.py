@@ -64,6 +64,10 @@ log = logging.getLogger("plexus.server")
 Handler = Callable[[Request, "Response"], Awaitable[None]]
 
 
+# open client connections, process-wide (read by the metrics gauge)
+OPEN = [0]
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     max_body_bytes: int = 32 * 1024 * 1024
@@ -122,6 +126,7 @@ class HttpProtocol(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:
+        OPEN[0] += 1
         self.transport = transport
         self.flow = FlowControl(transport)
         sock = transport.get_extra_info("socket")
@@ -170,6 +175,7 @@ class HttpProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        OPEN[0] -= 1
         self._state = _CLOSED
         self.closing = True
         if self._timer is not None:

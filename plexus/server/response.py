@@ -56,6 +56,12 @@ class Response:
         self._head_only = head_only  # HEAD request: headers only
         self._mode = _NONE
 
+    @property
+    def client_ip(self) -> str:
+        """The peer's IP address as the socket reports it ("" when unknown, e.g. a Unix socket)."""
+        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+        return peer[0] if isinstance(peer, tuple) and peer else ""
+
     def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A complete response; content-length is added here."""
         if self._proto.closing:

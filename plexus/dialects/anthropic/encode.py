@@ -287,6 +287,11 @@ class StreamEncoder:
         self._tools = False          # a tool_use block was sent
         self._final: list[bytes] = []  # output up to end()/error(); later calls write to a dead list
 
+    @property
+    def stop(self) -> str | None:
+        """The IR stop reason given to finish() (for the usage record)."""
+        return self._stop
+
     # ---------------------------------------------------------------- output
 
     def take(self) -> bytes:

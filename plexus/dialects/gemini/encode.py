@@ -194,7 +194,7 @@ _THOUGHT_SIG = b'{"text":"","thought":true,"thoughtSignature":'
 
 class StreamEncoder(ir.EncoderOutput):
     __slots__ = ("ctx", "_sse", "_n", "_started", "_head", "_tail", "_meta",
-                 "_usage", "_finish", "_tools", "_last_tool", "_sig_source", "_text_head", "_text_tail")
+                 "_usage", "_finish", "_tools", "_last_tool", "_sig_source", "_text_head", "_text_tail", "stop")
 
     def __init__(self, ctx: ir.Context) -> None:
         self.ctx = ctx
@@ -211,6 +211,7 @@ class StreamEncoder(ir.EncoderOutput):
         self._meta = b""
         self._usage = ir.Usage()
         self._finish: str | None = None
+        self.stop: str | None = None  # the IR stop reason given to finish() (for the usage record)
         self._tools: dict[int, list] = {}   # source index → [id, name, signature, [fragments]]
         self._last_tool: int | None = None
         self._sig_source = "gemini" if ctx.extra.get("upstream") == "gemini" else None
@@ -296,6 +297,7 @@ class StreamEncoder(ir.EncoderOutput):
 
     def finish(self, stop_reason: str, stop_sequence: str | None = None) -> None:
         self._finish = _STOPS.from_ir(stop_reason)
+        self.stop = stop_reason
 
     def end(self) -> None:
         if self._done:

@@ -175,10 +175,11 @@ class StreamEncoder(ir.EncoderOutput):
 
     __slots__ = ("_ctx", "_pre", "_suf", "_head", "_tools", "_usage", "_finished",
                  "_wrap_sig", "_usage_null", "_text_pre", "_think_pre", "_close", "_tb",
-                 "_nblocks")
+                 "_nblocks", "stop")
 
     def __init__(self, ctx: ir.Context) -> None:
         self._ctx = ctx
+        self.stop: str | None = None     # the IR stop reason given to finish() (for the usage record)
         self._out: list[bytes] = []
         self._pre: bytes | None = None   # b'data: {"id":…,"choices":[{"index":0,"delta":'
         self._suf = b""                  # b',"logprobs":null,"finish_reason":null}]…}\n\n'
@@ -287,6 +288,7 @@ class StreamEncoder(ir.EncoderOutput):
         if self._pre is None:
             self.start(None, None, None)
         self._finished = True
+        self.stop = stop_reason
         fr = _STOPS.from_ir(stop_reason, bool(self._tools))
         self._out.append(self._pre + b'{},"logprobs":null,"finish_reason":"' + fr.encode() + b'"}]'
                          + self._usage_null + b"}\n\n")
