@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import os
 import orjson
 
 # kinds of scenario
@@ -183,7 +184,7 @@ def plexus_config(port: int, mock_port: int, tls_port: int = 0, ca_file: str = "
             "type": "OpenAI", "api_base_url": f"https://127.0.0.1:{tls_port}/v1",
             "api_key": "sk-bench", "models": ["mock-gpt"], "ca_file": ca_file, "proxy": None}
         models["oa-tls"] = {"targets": [{"provider": "mock_openai_tls", "model": "mock-gpt"}]}
-    return {"server": {"host": "127.0.0.1", "port": port}, "providers": providers,
+    return {"server": {"host": "127.0.0.1", "port": port}, "usage": {"enabled": os.environ.get("BENCH_USAGE", "1") == "1"}, "providers": providers,
             "models": models}
 
 

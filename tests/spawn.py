@@ -100,3 +100,46 @@ def stop_process(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def wait_for(fn, timeout: float = 5.0, interval: float = 0.02, what: str = "the condition"):
+    """Poll ``fn()`` until it returns something truthy (and return it); AssertionError naming
+    ``what`` once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def usage_records(url: str, admin_key: str, ids, timeout: float = 5.0) -> dict:
+    """The usage records of the request ids ``ids`` (``x-plexus-request-id``), read back through
+    ``GET /v0/management/usage`` (newest first; the store's writer commits every ~0.2 s, so this
+    polls until all are there)."""
+    want = set(ids)
+    found: dict = {}
+
+    def poll():
+        with httpx.Client(base_url=url, timeout=5, trust_env=False, headers={"x-admin-key": admin_key}) as c:
+            offset = 0
+            while True:
+                r = c.get("/v0/management/usage", params={"limit": 1000, "offset": offset})
+                assert r.status_code == 200, r.text
+                page = r.json()["data"]
+                found.update((row["id"], row) for row in page if row["id"] in want)
+                offset += len(page)
+                if len(page) < 1000 or want <= found.keys():
+                    return want <= found.keys()
+
+    try:
+        wait_for(poll, timeout, 0.05, "usage records")
+    except AssertionError:
+        raise AssertionError(f"no usage record for {sorted(want - found.keys())} after {timeout} s") from None
+    return found
+
+
+def usage_record(url: str, admin_key: str, request_id: str, timeout: float = 5.0) -> dict:
+    return usage_records(url, admin_key, [request_id], timeout)[request_id]

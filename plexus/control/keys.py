@@ -86,7 +86,7 @@ def _dialect_name(dialect) -> str | None:
 class KeyRing:
     """The inbound keys of one config; ``enabled`` is False when none are configured."""
 
-    __slots__ = ("enabled", "_by_digest", "_names")
+    __slots__ = ("enabled", "_by_digest", "_names", "_models")
 
     def __init__(self, keys: tuple[InboundKey, ...]) -> None:
         # digest -> (secret bytes, name, allowed aliases or None)
@@ -95,7 +95,16 @@ class KeyRing:
             secret = k.secret.encode("utf-8")
             self._by_digest[_sha256(secret).digest()] = (secret, k.name, k.models)
         self._names = tuple(k.name for k in keys)
+        self._models = {k.name: k.models for k in keys}
         self.enabled = bool(self._by_digest)
+
+    def allow(self, name: str, alias_name: str) -> None:
+        """403 unless key ``name`` (as ``check`` returned it) may call ``alias_name`` (the
+        second step of a completion, once its body named the model: no second hash)."""
+        models = self._models.get(name)
+        if models is not None and alias_name not in models:
+            raise GatewayError(403, f"API key '{name}' is not allowed to use model '{alias_name}'",
+                               "permission", param="model")
 
     def check(self, req, dialect, alias_name: str | None) -> str | None:
         """The name of the request's key (None when keys are disabled); GatewayError 401 for a
@@ -125,10 +134,8 @@ class KeyRing:
                     entry = None
         if entry is None:
             raise self._unauthorized(dialect, presented)
-        models = entry[2]
-        if alias_name is not None and models is not None and alias_name not in models:
-            raise GatewayError(403, f"API key '{entry[1]}' is not allowed to use model '{alias_name}'",
-                               "permission", param="model")
+        if alias_name is not None:
+            self.allow(entry[1], alias_name)
         return entry[1]
 
     @staticmethod

@@ -103,6 +103,8 @@ class Gateway:
         runtime = {name: keep[name] for name in config.providers}
         same = config.routing.cooldown == old.config.routing.cooldown
         self.state = State(config, runtime, old.router.cooldowns if same else None)
+        if self.plane is not None:
+            self.plane.debug.resize(config.debug.max_entries)
         gone = [rt for name, rt in old.runtime.items() if runtime.get(name) is not rt]
         self._retired.extend(gone)
         if gone:
@@ -198,7 +200,7 @@ class Gateway:
             model, stream = d.model_and_stream(body, path_args, query)
             rec.stream = stream
             if key is not None:
-                st.keys.check(req, d, model)
+                st.keys.allow(key, model)
             alias = st.router.resolve(model)
             if alias is None:
                 raise GatewayError(404, f"The model '{model}' does not exist or is not configured on this gateway",

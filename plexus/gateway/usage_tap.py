@@ -229,6 +229,14 @@ class UsageStrip:
         self.usage_event = b""
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self._held and chunk.endswith(b"\n\n"):
+            # the usual read: whole events; one `"usage":null` member (OpenAI's compact form)
+            i = chunk.find(b',"usage":null')
+            if i != -1:
+                if chunk.find(b'"usage"', i + 13) == -1 and chunk.find(b'"usage"', 0, i) == -1:
+                    return chunk[:i] + chunk[i + 13:]
+                return self._strip(chunk)
+            return self._strip(chunk) if chunk.find(b'"usage"') != -1 else chunk
         if self._held:
             chunk = self._held + chunk
             self._held = b""

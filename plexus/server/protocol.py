@@ -96,7 +96,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = ("_handler", "_limits", "_loop", "_max_body", "_max_head", "transport", "flow",
                  "closing", "_conn", "_state", "_deadline", "_timer", "_timer_at", "_seen",
                  "_request", "_chunks", "_body_len", "_need", "_keep_alive", "_response", "_task",
-                 "_fast")
+                 "_fast", "peer_ip")
 
     def __init__(self, handler: Handler, limits: ServerLimits, loop: asyncio.AbstractEventLoop,
                  fast_path: bool | None = None):
@@ -122,6 +122,7 @@ class HttpProtocol(asyncio.Protocol):
         self._response: Response | None = None
         self._task: asyncio.Task | None = None
         self._fast = FAST_PATH if fast_path is None else fast_path
+        self.peer_ip: str | None = None  # the client's address, read once (Response.client_ip)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 

@@ -58,9 +58,13 @@ class Response:
 
     @property
     def client_ip(self) -> str:
-        """The peer's IP address as the socket reports it ("" when unknown, e.g. a Unix socket)."""
-        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
-        return peer[0] if isinstance(peer, tuple) and peer else ""
+        """The peer's IP address as the socket reports it ("" when unknown, e.g. a Unix socket);
+        read once per connection."""
+        ip = self._proto.peer_ip
+        if ip is None:
+            peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+            ip = self._proto.peer_ip = peer[0] if isinstance(peer, tuple) and peer else ""
+        return ip
 
     def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A complete response; content-length is added here."""
