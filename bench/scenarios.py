@@ -19,10 +19,10 @@ provider/aliases in plexus_config + scenario rows.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
-import os
 import orjson
 
 # kinds of scenario
@@ -184,7 +184,9 @@ def plexus_config(port: int, mock_port: int, tls_port: int = 0, ca_file: str = "
             "type": "OpenAI", "api_base_url": f"https://127.0.0.1:{tls_port}/v1",
             "api_key": "sk-bench", "models": ["mock-gpt"], "ca_file": ca_file, "proxy": None}
         models["oa-tls"] = {"targets": [{"provider": "mock_openai_tls", "model": "mock-gpt"}]}
-    return {"server": {"host": "127.0.0.1", "port": port}, "usage": {"enabled": os.environ.get("BENCH_USAGE", "1") == "1"}, "providers": providers,
+    # usage records on, as deployed (BENCH_USAGE=0 turns the store off, to measure what it costs)
+    usage = {"enabled": os.environ.get("BENCH_USAGE", "1") != "0"}
+    return {"server": {"host": "127.0.0.1", "port": port}, "usage": usage, "providers": providers,
             "models": models}
 
 
