@@ -115,6 +115,12 @@ class SSEDecoder:
     def close_data(self) -> list[bytes]:
         return [ev[1] for ev in self.close()]
 
+    def lf_idle(self) -> bool:
+        """LF mode with no pending bytes: a chunk that is one whole event (one blank line, at its
+        end; no CR) frames as that one event and leaves the framer as it is (a decoder's fast
+        path may then read the chunk itself and skip feed_data)."""
+        return self._mode == _LF and not self._buf
+
     @property
     def pending(self) -> bytes:
         return self._buf

@@ -78,7 +78,7 @@ def _string_at(buf: bytes, j: int) -> str | None:
 
 class Passthrough:
     __slots__ = ("dialect", "_rules", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
-                 "_array", "_failure", "_error_event", "finish")
+                 "_array", "_failure", "_error_event", "finish", "_ready", "_null_end")
 
     def __init__(self, dialect: str | Dialect, sse: bool = True) -> None:
         """`dialect`: its name or registry record; `sse` False: the dialect's non-SSE stream
@@ -99,6 +99,11 @@ class Passthrough:
         self.finish: str | None = None  # the finish value as sent (e.g. "stop"), for the usage record
         self._failure = None
         self._array = d.array_relay(MAX_EVENT_BYTES) if not sse and d.array_relay else None
+        # the one-event fast path may run: one-line events, not done, nothing pending, the last
+        # chunk ended a line (recomputed after every chunk the slow path takes)
+        self._ready = self._fast is not None and self._array is None
+        # how the usual one-event chunk ends: its (last) finish key with a null value
+        self._null_end = end.finish_key + b"null}]}\n\n"
 
     @property
     def failure(self) -> str | None:
@@ -106,6 +111,35 @@ class Passthrough:
         return self._array.failure if self._array is not None else self._failure
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._ready and chunk.startswith(b"data: {"):
+            # OpenAI's usual chunk, one whole event of one `data: {...}` line after a line end:
+            # a line marker can only be at its start, and the key's line ends in it (this saves
+            # two of the four searches; Anthropic and Gemini chunks gain nothing from it). Most
+            # such chunks end in `"finish_reason":null}]}`: their last finish key is null.
+            n = len(chunk)
+            if chunk.find(b"\n") == n - 2 and 13 not in chunk and chunk[n - 1] == 10:
+                if chunk.startswith(self._fast, 6):
+                    self.done = True
+                    self._ready = False
+                    return chunk
+                if not chunk.endswith(self._null_end):
+                    key = self._rules[4]
+                    i = chunk.rfind(key)
+                    if i != -1 and not chunk.startswith(b"null", i + self._klen):
+                        j = self._finish_value(chunk, chunk.find(key))
+                        if j >= 0:
+                            self.finish = _string_at(chunk, j)
+                            self.done = True
+                            self._ready = False
+                            return chunk
+                self._tail = b"\n"            # (an event boundary: the next line starts fresh)
+                return chunk
+        out = self._feed(chunk)
+        self._ready = (self._fast is not None and not self.done and not self._pending and not self._finishing
+                       and self._array is None and self._tail[-1] in b"\r\n")
+        return out
+
+    def _feed(self, chunk: bytes) -> bytes:
         if self._array is not None:
             return self._array.feed(chunk)
         if self.done or not chunk:
@@ -117,25 +151,6 @@ class Passthrough:
                 self._tail = (self._tail + chunk)[-_KEEP:]
             return chunk
         v1, f1, v2, f2, key = self._rules
-        fast = self._fast
-        if fast is not None and chunk.startswith(b"data: {") and self._tail[-1] in b"\r\n" and not self._pending:
-            # OpenAI's usual chunk, one whole event of one `data: {...}` line after a line end:
-            # a line marker can only be at its start, and the key's line ends in it (this saves
-            # two of the four searches; Anthropic and Gemini chunks gain nothing from it).
-            n = len(chunk)
-            if chunk.find(b"\n") == n - 2 and chunk[n - 1] == 10 and 13 not in chunk:
-                if chunk.startswith(fast, 6):
-                    self.done = True
-                    return chunk
-                i = chunk.rfind(key)
-                if i != -1 and not chunk.startswith(b"null", i + self._klen):
-                    j = self._finish_value(chunk, chunk.find(key))
-                    if j >= 0:
-                        self.finish = _string_at(chunk, j)
-                        self.done = True
-                        return chunk
-                self._tail = b"\n"            # (an event boundary: the next line starts fresh)
-                return chunk
         tail = self._tail
         buf = tail + chunk                    # one copy of the chunk, a few C-level searches
         find = buf.find
@@ -195,6 +210,7 @@ class Passthrough:
         if self.done:
             return b""
         self.done = True
+        self._ready = False
         self._failure = err.message
         ev = self._error_event(err)
         t = self._tail

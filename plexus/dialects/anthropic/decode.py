@@ -42,6 +42,8 @@ Mappings (provider -> IR), in addition to the block rules in request.py's docstr
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from ... import ir
@@ -293,6 +295,14 @@ def parse_response(body: bytes) -> ir.Response:
 
 _TEXT, _THINK, _TOOL, _SKIP = 1, 2, 3, 4
 
+# The usual event of a streamed answer, whole in one chunk: a text delta, exactly as Anthropic
+# writes it. A chunk this matches is one valid event (the text a JSON string literal, its escapes
+# and UTF-8 checked by orjson) that the general path would turn into exactly one `sink.text`.
+_TEXT_EVENT = re.compile(
+    rb'event: content_block_delta\ndata: \{"type":"content_block_delta","index":(?:0|[1-9][0-9]{0,17}),'
+    rb'"delta":\{"type":"text_delta","text":("(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*")\}\}\n\n'
+).fullmatch
+
 
 class StreamDecoder:
     """Anthropic SSE bytes -> ir.Sink calls (see the module docstring for the mapping).
@@ -315,6 +325,16 @@ class StreamDecoder:
     def feed(self, chunk: bytes) -> None:
         if self._done:
             return
+        if self._started and self._sse.lf_idle():  # one text delta per chunk: no framing, no dict
+            m = _TEXT_EVENT(chunk)
+            if m is not None:
+                try:
+                    text = orjson.loads(m[1])
+                except orjson.JSONDecodeError:  # (bad UTF-8, a lone surrogate: the general path says so)
+                    pass
+                else:
+                    self._sink.text(text)
+                    return
         try:
             events = self._sse.feed_data(chunk)
         except GatewayError as e:
