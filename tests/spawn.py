@@ -11,6 +11,10 @@ variable, ``None`` removes it. ``start_plexus`` waits until GET /health answers 
 process output if it exits or takes longer than ``startup_timeout``) and terminates the process
 (then kills it) at exit. The yielded ``PlexusRun`` has ``.url``, ``.port``, ``.proc`` and
 ``.stderr()``, all the output so far (stdout and stderr go to one file).
+
+Helpers for such tests: ``wait_for(fn, timeout)`` polls until ``fn()`` is truthy (no fixed
+sleeps), and ``usage_records(url, admin_key, ids)`` / ``usage_record(...)`` read usage records back
+through ``GET /v0/management/usage`` by request id (the ``x-plexus-request-id`` header).
 """
 
 from __future__ import annotations
