@@ -28,6 +28,8 @@ from .upstream.transport import PlexusTransport
 
 log = logging.getLogger("plexus")
 
+SHUTDOWN_GRACE = 10.0  # seconds requests in flight get to finish on SIGTERM/SIGINT
+
 
 def make_transports(config) -> dict:
     """One PlexusTransport per provider, with its TLS context (built here, once, shared between
@@ -43,23 +45,35 @@ def make_transports(config) -> dict:
             for name, p in config.providers.items()}
 
 
+def server_limits(config) -> ServerLimits:
+    s = config.server
+    return ServerLimits(max_body_bytes=s.max_body_bytes, max_header_bytes=s.max_header_bytes,
+                        keepalive_timeout=s.keepalive_timeout, header_timeout=s.header_timeout,
+                        body_timeout=s.body_timeout, write_timeout=s.write_timeout)
+
+
 async def serve(config, host: str, port: int):
-    """Start Plexus; returns (server, gateway). Close with `shutdown(server, gateway)`."""
+    """Start Plexus; returns (server, gateway). Close with `shutdown(server, gateway)`.
+
+    A config reload (`Gateway.apply`) also applies the server limits (to connections accepted
+    after it) and the usage settings; the listen address and port need a restart."""
     transports = make_transports(config)
     plane = Plane(config)
     gateway = Gateway(config, transports, plane, make_transports)
     plane.attach(gateway, asyncio.get_running_loop())
     plane.start()
-    s = config.server
-    limits = ServerLimits(max_body_bytes=s.max_body_bytes, max_header_bytes=s.max_header_bytes,
-                          keepalive_timeout=s.keepalive_timeout, header_timeout=s.header_timeout,
-                          body_timeout=s.body_timeout, write_timeout=s.write_timeout)
+    limits = [server_limits(config)]
+    gateway.on_apply.append(lambda c: limits.__setitem__(0, server_limits(c)))
+    gateway.on_apply.append(plane.reconfigure)
     server = await start_server(gateway.handle, host, port, limits)
     return server, gateway
 
 
-async def shutdown(server, gateway) -> None:
+async def shutdown(server, gateway, grace: float = SHUTDOWN_GRACE) -> None:
+    """Stop listening; let requests in flight finish for up to ``grace`` seconds, then cancel
+    the rest (each still leaves its usage record); flush the usage records; close the pools."""
     server.close()
+    await gateway.drain(grace)
     if gateway.plane is not None:
         await gateway.plane.close()  # flushes the usage records still queued
     for rt in gateway.runtime.values():

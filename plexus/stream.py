@@ -110,6 +110,13 @@ class Passthrough:
         """After close()/fail(): the message of the error event we appended (None: ended cleanly)."""
         return self._array.failure if self._array is not None else self._failure
 
+    @property
+    def finished(self) -> bool:
+        """The client has had the whole answer (the finish, or the end marker, went through)."""
+        if self._array is not None:
+            return self._array.finished or self._array.done
+        return self.done and self._failure is None
+
     def feed(self, chunk: bytes) -> bytes:
         if self._ready and chunk.startswith(b"data: {"):
             # OpenAI's usual chunk, one whole event of one `data: {...}` line after a line end:
@@ -239,6 +246,11 @@ class Translator:
     def failure(self) -> str | None:
         """After close()/fail(): the message of the error event written (None: ended cleanly)."""
         return self.enc.failure
+
+    @property
+    def finished(self) -> bool:
+        """The client has had the whole answer (the encoder wrote the end of the stream)."""
+        return self.enc._done and self.enc.failure is None
 
     def close(self) -> bytes:
         if self._closed:

@@ -319,7 +319,7 @@ class Management:
         admin_key = config.admin_key
         key_ok = bool(admin_key) and check_admin(req, admin_key)
         # the client address as usage records see it: X-Forwarded-For only from server.trusted_proxies
-        client_ip = Gateway._client_ip(req, resp, self.gateway)
+        client_ip = Gateway.client_ip(req, resp, self.gateway)
         refusal = metrics_refusal(client_ip, admin_key, key_ok, config.metrics.allow)
         if refusal is not None:
             raise refusal

@@ -69,6 +69,29 @@ class Plane:
         if capture is not None:
             capture.finish(u)
 
+    def reconfigure(self, config) -> None:
+        """A reload changed the config: a changed ``usage:`` section gets a new store (started
+        before the old one is flushed and closed in a thread, so no record waits or is lost)."""
+        u = config.usage
+        old = self.store
+        if old is None and not u.enabled:
+            return
+        if old is not None and u.enabled and old.path == u.path and old.retention_days == u.retention_days:
+            return
+        new = None
+        if u.enabled:
+            from .store_sqlite import SqliteStore
+            try:
+                new = SqliteStore(u.path, u.retention_days)
+            except Exception as e:  # (a file that is no database, a directory we cannot create)
+                log.error("usage store %s cannot be opened (%s); records keep going to the old one", u.path, e)
+                return
+            new.start()
+        self.store = new
+        if old is not None:
+            asyncio.get_running_loop().run_in_executor(None, old.close)
+        log.info("usage store: %s", f"{u.path} (retention {u.retention_days:g} days)" if new else "disabled")
+
     def start(self) -> None:
         if self.store is not None:
             self.store.start()

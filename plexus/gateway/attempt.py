@@ -92,7 +92,7 @@ class Call:
 
     __slots__ = ("gw", "router", "runtime", "req", "resp", "d", "body", "model", "stream", "sse", "query",
                  "alias", "planned", "n", "failures", "_ireq", "rec", "cap", "target", "passthrough",
-                 "upstream_s", "first_at")
+                 "upstream_s", "first_at", "delivered")
 
     def __init__(self, gw, state, req, resp, d, body: dict, model: str, stream: bool, sse: bool, query: dict,
                  alias, planned: int, rec=None) -> None:
@@ -108,6 +108,7 @@ class Call:
         self.passthrough = False
         self.upstream_s = 0.0     # seconds spent in upstream exchanges, all attempts
         self.first_at = None      # perf_counter() when the client's first answer bytes were written
+        self.delivered = False    # a stream's whole answer reached the client (set if it then hangs up)
 
     def settle(self, rec, t0: float, end: float) -> None:
         """Fill the record's target, timing and cost fields at the request's end (``t0``, ``end``:

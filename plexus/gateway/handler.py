@@ -58,10 +58,11 @@ class State:
     swaps it in; a request keeps the State it started with to its end (its attempts, reports
     and relay), so in-flight streams finish on the old config."""
 
-    __slots__ = ("config", "router", "runtime", "models_bodies", "keys", "pricing")
+    __slots__ = ("config", "router", "runtime", "models_bodies", "keys", "active")
 
     def __init__(self, config, runtime: dict, cooldowns=None) -> None:
         self.config = config
+        self.active = 0  # requests running on this generation
         self.router = Router(config, cooldowns=cooldowns)
         self.runtime = runtime
         self.models_bodies = models_response(self.router.aliases())
@@ -75,6 +76,10 @@ class Gateway:
         self.plane = plane                  # control plane (usage, metrics, management); None in bare tests
         self._make_transports = make_transports
         self._retired: list = []            # runtimes of replaced providers, closed when idle
+        self._old: list[State] = []         # replaced generations that may still have requests
+        self._tasks: set = set()            # handler tasks of the requests in flight
+        self.stopping = False               # shutdown began: requests cancelled now say so
+        self.on_apply: list = []            # callables(config) run after each apply
         self.streams = 0                    # streamed answers in progress (a metrics gauge)
         self.debug = log.isEnabledFor(logging.DEBUG)
 
@@ -103,8 +108,12 @@ class Gateway:
         runtime = {name: keep[name] for name in config.providers}
         same = config.routing.cooldown == old.config.routing.cooldown
         self.state = State(config, runtime, old.router.cooldowns if same else None)
+        if old.active:
+            self._old.append(old)
         if self.plane is not None:
             self.plane.debug.resize(config.debug.max_entries)
+        for fn in self.on_apply:
+            fn(config)
         gone = [rt for name, rt in old.runtime.items() if runtime.get(name) is not rt]
         self._retired.extend(gone)
         if gone:
@@ -113,13 +122,29 @@ class Gateway:
                  len(runtime), len(fresh), len(config.aliases))
 
     async def _close_retired(self, poll: float = 1.0) -> None:
-        """Close the pools of replaced providers once no attempt uses them (streams may run long)."""
+        """Close the pools of replaced providers once nothing can use them: no attempt running on
+        them, and no request still running on a generation that names them (it may fail over
+        to them yet; streams may run long)."""
         while self._retired:
-            for rt in [rt for rt in self._retired if rt.inflight == 0]:
+            self._old = [st for st in self._old if st.active]
+            held = {id(rt) for st in self._old for rt in st.runtime.values()}
+            for rt in [rt for rt in self._retired if rt.inflight == 0 and id(rt) not in held]:
                 self._retired.remove(rt)
                 await rt.transport.aclose()
             if self._retired:
                 await asyncio.sleep(poll)
+
+    async def drain(self, grace: float) -> None:
+        """Shutdown: wait up to ``grace`` s for the requests in flight, then cancel the rest and
+        wait for them to end (each leaves its usage record)."""
+        self.stopping = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        left = [t for t in self._tasks if not t.done()]
+        for t in left:
+            t.cancel()
+        if left:
+            await asyncio.wait(left, timeout=2.0)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -183,9 +208,12 @@ class Gateway:
         st = self.state
         loop = resp.loop
         t0 = perf_counter()  # (loop.time() is uvloop's millisecond clock: too coarse for records)
-        rec = Usage(f"{_BOOT}{next(_SEQ):x}", time.time(), self._client_ip(req, resp, st), d.name,
+        rec = Usage(f"{_BOOT}{next(_SEQ):x}", time.time(), self.client_ip(req, resp, st), d.name,
                     req.path.decode("latin-1"))
         call = None
+        st.active += 1
+        task = asyncio.current_task()
+        self._tasks.add(task)
         try:
             key = rec.key = st.keys.check(req, d, None)
             try:
@@ -225,12 +253,18 @@ class Gateway:
                 call.cap.client_response(e.status, [], e.message.encode())
             raise
         except BaseException as e:  # the client went away (cancelled), or a bug (a 500 follows)
-            if isinstance(e, asyncio.CancelledError):
-                rec.status, rec.http_status = "client_closed", 499
-            else:
+            if not isinstance(e, asyncio.CancelledError):
                 rec.status, rec.http_status, rec.error = "error", 500, f"{type(e).__name__}"
+            elif call is not None and call.delivered:
+                pass  # the client had the whole answer and hung up (SDKs stop at [DONE]): a success
+            elif self.stopping:
+                rec.status, rec.http_status, rec.error = "error", 503, "the gateway shut down"
+            else:
+                rec.status, rec.http_status = "client_closed", 499
             raise
         finally:
+            st.active -= 1
+            self._tasks.discard(task)
             if call is not None:
                 call.settle(rec, t0, perf_counter())
             else:
@@ -239,19 +273,25 @@ class Gateway:
                 self.plane.record(rec, call.cap if call is not None else None)
 
     @staticmethod
-    def _client_ip(req: Request, resp, st) -> str:
+    def client_ip(req: Request, resp, st) -> str:
         """The socket peer; with ``server.trusted_proxies``, X-Forwarded-For's last address that
         is not a trusted proxy (when the peer itself is one)."""
         ip = resp.client_ip
         trusted = st.config.server.trusted_proxies
         if not trusted or not _in(ip, trusted):
             return ip
-        xff = req.header(b"x-forwarded-for")
+        xff = b",".join(v for k, v in req.headers if k == b"x-forwarded-for")  # every line: one list
         if not xff:
             return ip
         for hop in reversed(xff.decode("latin-1").split(",")):
             hop = hop.strip()
-            if hop and not _in(hop, trusted):
+            if not hop:
+                continue
+            try:
+                addr = ipaddress.ip_address(hop)
+            except ValueError:
+                return ip  # not an address: nothing to the left of it can be believed
+            if not any(addr in n for n in trusted):
                 return hop
         return ip
 

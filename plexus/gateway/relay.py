@@ -22,6 +22,7 @@ Theory
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from time import perf_counter
 
@@ -233,6 +234,10 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
                         if out:
                             await resp.write(out)
         tail = tr.feed(us.close()) + tr.close() if us is not None else tr.close()
+    except asyncio.CancelledError:  # the client went away (or shutdown): account for what it got
+        call.delivered = tr.finished
+        _account(call.rec, tr, ctx, d.name, early, seen, us, None)
+        raise
     except GatewayError as e:
         tail = tr.fail(e)
     except Exception as e:  # a translator bug must still end the stream properly
@@ -253,24 +258,30 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
         if bad is not None:  # the provider's own error event, relayed: the same failure as translated
             status, failure = bad
             outcome = classify(status, STREAM_ERROR)
-    rec = call.rec
-    if rec is not None:
-        if ctx is None:
-            last2 = seen[1] + seen[0]
-            u, stop, cost = stream_usage(d.name, early, last2, us.usage_event if us is not None else None)
-            if tr.finish is not None:
-                stop = STOPS[d.name].to_ir(tr.finish)
-            fill(rec, u, stop, cost)
-        else:
-            fill(rec, tr.enc._usage, tr.enc.stop)
-        if failure is not None:
-            rec.status, rec.error = "error_stream", failure
+    _account(call.rec, tr, ctx, d.name, early, seen, us, failure)
     if failure is not None and outcome.cool_down:
         now = loop.time()
         call.router.report(target, outcome, now, status=status)
         log.warning("upstream failure: provider=%s model=%s status=%d duration=%.3fs attempt=%d/%d: %s",
                     prov.name, target.model, up.status_code, now - started, call.n, call.planned, failure)
     return True
+
+
+def _account(rec, tr, ctx, dialect: str, early: bytes, seen, us, failure: str | None) -> None:
+    """Usage, finish reason and outcome of a stream into its record: a relay's from the first and
+    last upstream reads (usage_tap), a translation's from its encoder."""
+    if rec is None:
+        return
+    if ctx is None:
+        last2 = seen[1] + seen[0]
+        u, stop, cost = stream_usage(dialect, early, last2, us.usage_event if us is not None else None)
+        if tr.finish is not None:
+            stop = STOPS[dialect].to_ir(tr.finish)
+        fill(rec, u, stop, cost)
+    else:
+        fill(rec, tr.enc._usage, tr.enc.stop)
+    if failure is not None:
+        rec.status, rec.error = "error_stream", failure
 
 
 def _last_event(buf: bytes) -> bytes:

@@ -186,10 +186,6 @@ def stream_usage(dialect: str, first: bytes, tail: bytes,
 
 # ---------------------------------------------------------------- OpenAI: usage asked by us
 
-_NULLS = (b',"usage":null', b'"usage":null,', b', "usage": null', b'"usage": null, ')
-_EMPTY_CHOICES = (b'"choices":[]', b'"choices": []')
-
-
 def wants_stream_usage(body: dict) -> bool:
     """True when an OpenAI streaming request does not ask for usage itself."""
     so = body.get("stream_options")
@@ -210,6 +206,9 @@ def with_stream_usage(raw: bytes, body: dict) -> bytes:
     return orjson.dumps(out)
 
 
+_SEPS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+
+
 def _event_end(buf: bytes, start: int = 0) -> int:
     """Index just past the last complete SSE event in ``buf`` (0 if none)."""
     a = buf.rfind(b"\n\n", start)
@@ -220,23 +219,28 @@ def _event_end(buf: bytes, start: int = 0) -> int:
 
 class UsageStrip:
     """Removes what `include_usage` added to a relayed OpenAI stream (see the module doc);
-    `usage_event` keeps the removed usage chunk's bytes."""
+    `usage_event` keeps the removed usage chunk's bytes. A one-event read costs one search for
+    the null member and a short one after it; the member's form (`,"usage":null` in OpenAI's
+    compact JSON, or a spaced variant) is read from the first one seen and then fixed, so every
+    read is searched for one form only."""
 
-    __slots__ = ("_held", "usage_event")
+    __slots__ = ("_held", "usage_event", "_null", "_marker", "_known", "_seps")
 
     def __init__(self) -> None:
         self._held = b""
         self.usage_event = b""
+        self._null = b',"usage":null'      # until the stream shows its own form
+        self._marker = b'"choices":[]'
+        self._known = False
+        self._seps = _SEPS
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self._held and chunk.endswith(b"\n\n"):
-            # the usual read: whole events; one `"usage":null` member (OpenAI's compact form)
-            i = chunk.find(b',"usage":null')
-            if i != -1:
-                if chunk.find(b'"usage"', i + 13) == -1 and chunk.find(b'"usage"', 0, i) == -1:
-                    return chunk[:i] + chunk[i + 13:]
-                return self._strip(chunk)
-            return self._strip(chunk) if chunk.find(b'"usage"') != -1 else chunk
+        null = self._null
+        i = chunk.find(null)
+        if i != -1 and not self._held and chunk.find(b"\n\n", i) == len(chunk) - 2:
+            # the usual read: whole events, the member in the last one (the events before it,
+            # if any, are comments: a second data event would have its own member)
+            return chunk[:i] + chunk[i + len(null):]
         if self._held:
             chunk = self._held + chunk
             self._held = b""
@@ -246,40 +250,57 @@ class UsageStrip:
             chunk = chunk[:end]
             if not chunk:
                 return b""
-        if chunk.find(b'"usage"') == -1:
-            return chunk
         return self._strip(chunk)
 
     def close(self) -> bytes:
         held, self._held = self._held, b""
-        return self._strip(held) if held.find(b'"usage"') != -1 else held
+        return self._strip(held) if held else b""
+
+    def _learn(self, buf: bytes) -> None:
+        """Take the member's form from the first `"usage":` in the stream."""
+        i = buf.find(b'"usage":')
+        if i == -1:
+            return
+        self._known = True
+        j = i + 8
+        spaced = buf[j:j + 1] == b" "
+        value = b' null' if spaced else b'null'
+        after = buf[j + len(value):j + len(value) + 1]
+        before = buf[i - 2:i] if buf[i - 2:i] == b", " else buf[i - 1:i]
+        key = b'"usage": null' if spaced else b'"usage":null'
+        if before in (b",", b", "):
+            self._null = before + key
+        elif after == b",":
+            self._null = key + (b", " if buf[j + len(value) + 1:j + len(value) + 2] == b" " else b",")
+        else:
+            self._null = key
+        self._marker = b'"choices": []' if spaced else b'"choices":[]'
+        if buf.find(b"\r", 0, j) == -1:  # LF line ends (OpenAI's): no CR separators to look for
+            self._seps = (b"\n\n",)
 
     def _strip(self, buf: bytes) -> bytes:
-        for marker in _EMPTY_CHOICES:
-            i = buf.find(marker)
-            while i != -1:
-                s, e = _event_bounds(buf, i)
-                self.usage_event += buf[s:e]
-                buf = buf[:s] + buf[e:]
-                i = buf.find(marker, s)
-        for null in _NULLS:
-            if buf.find(null) != -1:
-                buf = buf.replace(null, b"")
-        return buf
+        """Whole events in, the same without the usage chunk and the null members."""
+        if not self._known:
+            self._learn(buf)
+        i = buf.rfind(self._marker)  # the usage chunk: one per stream, last (before [DONE])
+        if i != -1:
+            s, e = _event_bounds(buf, i, self._seps)
+            self.usage_event += buf[s:e]
+            buf = buf[:s] + buf[e:]
+        return buf.replace(self._null, b"")
 
 
-_SEPS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 
 
-def _event_bounds(buf: bytes, i: int) -> tuple[int, int]:
+def _event_bounds(buf: bytes, i: int, seps=_SEPS) -> tuple[int, int]:
     """(start, end) of the SSE event holding position ``i``, its blank line included."""
     s = 0
-    for sep in _SEPS:
+    for sep in seps:
         j = buf.rfind(sep, 0, i)
         if j != -1 and j + len(sep) > s:
             s = j + len(sep)
     e = len(buf)
-    for sep in _SEPS:
+    for sep in seps:
         j = buf.find(sep, i)
         if j != -1 and j + len(sep) < e:
             e = j + len(sep)

@@ -96,10 +96,10 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = ("_handler", "_limits", "_loop", "_max_body", "_max_head", "transport", "flow",
                  "closing", "_conn", "_state", "_deadline", "_timer", "_timer_at", "_seen",
                  "_request", "_chunks", "_body_len", "_need", "_keep_alive", "_response", "_task",
-                 "_fast", "peer_ip")
+                 "_fast", "peer_ip", "_holder")
 
     def __init__(self, handler: Handler, limits: ServerLimits, loop: asyncio.AbstractEventLoop,
-                 fast_path: bool | None = None):
+                 fast_path: bool | None = None, holder: list | None = None):
         self._handler = handler
         self._limits = limits
         self._loop = loop
@@ -123,6 +123,7 @@ class HttpProtocol(asyncio.Protocol):
         self._task: asyncio.Task | None = None
         self._fast = FAST_PATH if fast_path is None else fast_path
         self.peer_ip: str | None = None  # the client's address, read once (Response.client_ip)
+        self._holder = holder if holder is not None else [limits]  # [the current limits] (reloads)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
@@ -333,6 +334,9 @@ class HttpProtocol(asyncio.Protocol):
             # send(). Until then the phase stays BUSY, so new bytes queue up behind them.
             self._loop.call_soon(self._next_cycle)
             return
+        limits = self._holder[0]
+        if limits is not self._limits:  # a config reload changed them: from the next request on
+            self._limits, self._max_body, self._max_head = limits, limits.max_body_bytes, limits.max_header_bytes
         if conn.their_state is not _IDLE_H11:  # h11 read this request: the next needs a fresh one
             self._conn = h11.Connection(_SERVER, max_incomplete_event_size=self._max_head)
         self._state = _IDLE
@@ -428,10 +432,14 @@ class HttpProtocol(asyncio.Protocol):
 
 
 async def start_server(
-    handler: Handler, host: str, port: int, limits: ServerLimits = ServerLimits()
+    handler: Handler, host: str, port: int, limits: ServerLimits | list = ServerLimits()
 ) -> asyncio.base_events.Server:
-    """Listen on host:port; every accepted connection gets an HttpProtocol."""
+    """Listen on host:port; every accepted connection gets an HttpProtocol. ``limits`` may be a
+    one-element list holding the current limits: a config reload replaces its element, and
+    every connection takes the new limits from its next request on."""
     loop = asyncio.get_running_loop()
+    holder = limits if isinstance(limits, list) else [limits]
     return await loop.create_server(
-        lambda: HttpProtocol(handler, limits, loop), host, port, reuse_address=True, backlog=1024
+        lambda: HttpProtocol(handler, holder[0], loop, holder=holder), host, port, reuse_address=True,
+        backlog=1024,
     )
