@@ -327,4 +327,7 @@ class Management:
         if m is None:
             raise ApiError(404, "metrics are disabled in this gateway's config")
         ctype = m.CONTENT_TYPE
+        settle_now = getattr(self.plane, "flush_pending", None)
+        if settle_now is not None:  # a scrape sees every request that has ended
+            settle_now()
         resp.send(200, [(b"content-type", ctype.encode() if isinstance(ctype, str) else ctype)], m.render())

@@ -1,9 +1,12 @@
 """The control plane of one running gateway: where finished usage records go, and its lifecycle.
 
-`Plane.record(u, capture)` is the request path's only call into the control plane, once per
-request, on the loop, O(1): the record goes to the metrics (counter increments), the store's
-queue (the writer thread persists it in batches), the live `/events` subscribers (nothing when
-there are none) and, only while debug capture matches, the debug ring. Nothing here awaits.
+`Plane.record(u)` is the request path's only call into the control plane, once per request,
+on the loop, O(1): it appends the record to a queue. Every SETTLE_EVERY seconds the queued
+records are settled in a batch (gateway/accounting.py: tokens, cost, times) and go to the
+metrics (counter increments), the store's queue (the writer thread persists it in batches), the
+live `/events` subscribers (nothing when there are none) and, only while debug capture
+matches, the debug ring. Nothing here awaits; metrics and events lag a request by at most
+SETTLE_EVERY.
 
 `start()` starts the store's writer thread and the config file watcher; `close()` stops the
 watcher and flushes the store (a clean shutdown loses no record).
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
+from ..gateway.accounting import settle
 from ..server import protocol
 from .debug import DebugLog
 from .events import EventHub
@@ -22,6 +27,9 @@ from .metrics import Metrics
 from .reload import Reloader
 
 log = logging.getLogger("plexus")
+
+SETTLE_EVERY = 0.05   # seconds a record may wait before it is settled and published
+SETTLE_BATCH = 512    # records settled per loop turn at most
 
 
 class Plane:
@@ -36,10 +44,14 @@ class Plane:
         self.debug = DebugLog(config.debug.max_entries)
         self.reloader = None
         self.management = None
+        self._pending: deque = deque()   # records the request path handed over, not yet settled
+        self._timer = None
+        self._loop = None
 
     def attach(self, gateway, loop) -> None:
         """Bind to the gateway (built after the plane, which it records into)."""
         self.gateway = gateway
+        self._loop = loop
         self.reloader = Reloader(gateway, gateway.config.path, loop)
         self.management = Management(gateway, self)
 
@@ -61,13 +73,47 @@ class Plane:
             "plexus_cooldowns_active": ("Targets cooling down after failures", ("provider", "model"), cooling),
         }
 
-    def record(self, u, capture=None) -> None:
-        self.metrics.observe(u)
-        if self.store is not None:
-            self.store.add(u)
-        self.events.publish(u)
-        if capture is not None:
-            capture.finish(u)
+    def record(self, u) -> None:
+        """The request path's one call: queue the record (settled within SETTLE_EVERY s)."""
+        self._pending.append(u)
+        if self._timer is None:
+            self._timer = self._loop.call_later(SETTLE_EVERY, self._settle_pending)
+
+    def _settle_pending(self) -> None:
+        """Settle queued records (gateway/accounting.py) and hand them on: metrics, the store's
+        queue, live /events subscribers, the debug ring. At most SETTLE_BATCH per loop turn, so
+        a burst never holds the loop for long."""
+        self._timer = None
+        pending = self._pending
+        observe, publish = self.metrics.observe, self.events.publish
+        store = self.store
+        add = store.add if store is not None else None
+        n = min(len(pending), SETTLE_BATCH)
+        for _ in range(n):
+            u = pending.popleft()
+            try:
+                settle(u)
+            except Exception:  # a record must never break the loop; it is still counted
+                log.exception("usage record %s could not be completed", u.id)
+            observe(u)
+            if add is not None:
+                add(u)
+            publish(u)
+            if u.capture is not None:
+                cap, u.capture = u.capture, None
+                cap.finish(u)
+        if pending:
+            self._timer = self._loop.call_soon(self._settle_pending)
+
+    def flush_pending(self) -> None:
+        """Settle every queued record now (shutdown, tests)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        while self._pending:
+            self._settle_pending()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def reconfigure(self, config) -> None:
         """A reload changed the config: a changed ``usage:`` section gets a new store (started
@@ -101,5 +147,6 @@ class Plane:
     async def close(self) -> None:
         if self.reloader is not None:
             self.reloader.stop()
+        self.flush_pending()
         if self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)

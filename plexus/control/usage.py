@@ -41,10 +41,12 @@ SQL_TYPES = (
 
 
 class Usage:
-    """One request's record. Filled by the gateway as the request goes; `finish()` derives the
-    rest. Unset numbers are None (unknown), never 0."""
+    """One request's record. The request path only stores what it knows and the raw sources
+    (`src`: the provider's answer or stream pieces, `facts`: timings and the target); the
+    control plane derives tokens, cost and times from them later, in batches, off the request
+    (`gateway.accounting.settle`). Unset numbers are None (unknown), never 0."""
 
-    __slots__ = FIELDS
+    __slots__ = FIELDS + ("src", "facts", "capture")
 
     def __init__(self, id: str, time: float, client_ip: str, dialect: str, endpoint: str) -> None:
         self.id, self.time, self.client_ip, self.dialect, self.endpoint = id, time, client_ip, dialect, endpoint
@@ -58,6 +60,9 @@ class Usage:
         self.duration_ms = 0.0
         self.overhead_ms = None
         self.error = None
+        self.src = None       # where the usage is: see gateway/accounting.py
+        self.facts = None     # (t0, end, first_at, upstream_s, target) perf_counter times
+        self.capture = None   # the debug capture, when one matched
 
     def finish(self, duration_ms: float) -> None:
         """Set the duration and derive tokens per second: output tokens / (duration − TTFT)."""

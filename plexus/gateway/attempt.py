@@ -39,9 +39,8 @@ from ..routing.outcome import FATAL, OK
 from ..routing.cooldowns import retry_after
 from ..upstream.call import MAX_ERROR_BODY, open_upstream, read_all
 from ..upstream.transport import RawResponse
-from ..config_control import cost
 from .relay import relay_stream
-from .usage_tap import body_usage, fill, wants_stream_usage, with_stream_usage
+from .usage_tap import wants_stream_usage, with_stream_usage
 
 log = logging.getLogger("plexus")
 
@@ -109,28 +108,6 @@ class Call:
         self.upstream_s = 0.0     # seconds spent in upstream exchanges, all attempts
         self.first_at = None      # perf_counter() when the client's first answer bytes were written
         self.delivered = False    # a stream's whole answer reached the client (set if it then hangs up)
-
-    def settle(self, rec, t0: float, end: float) -> None:
-        """Fill the record's target, timing and cost fields at the request's end (``t0``, ``end``:
-        perf_counter() times the request began and ended)."""
-        t = self.target
-        rec.attempts = self.n
-        if t is not None:
-            p = t.provider
-            rec.provider, rec.model, rec.provider_type = p.name, t.model, p.type
-            rec.passthrough = self.passthrough
-            if rec.cost is None and (rec.input_tokens is not None or rec.output_tokens is not None):
-                price = p.pricing.get(t.model) if p.pricing else None
-                if price is not None:
-                    rec.cost = cost(price, rec.input_tokens, rec.output_tokens, rec.cached_tokens,
-                                    rec.cache_write_tokens)
-        duration = (end - t0) * 1000.0
-        if self.first_at is not None and self.stream:
-            rec.ttft_ms = (self.first_at - t0) * 1000.0
-        elif rec.status == "success":
-            rec.ttft_ms = duration     # a whole answer: its first token comes with the last
-        rec.finish(duration)
-        rec.overhead_ms = max(0.0, duration - self.upstream_s * 1000.0)
 
     def ir_request(self) -> ir.Request:
         """The client's request in the IR, parsed once however many targets need it."""
@@ -301,17 +278,17 @@ async def _whole_answer(call, target, rt, up, ctx, marks, started, deliver: bool
         if ctx is None:
             obj = check_json(data, prov.name)
             status, headers, payload = up.status_code, rt.forward_headers(up, marks), data
-            usage = body_usage(rt.dialect.name, obj)
+            usage = (rt.dialect.name, obj)       # (read off the request: gateway/accounting.py)
         else:
             ires = rt.dialect.decode.parse_response(data)
             status, headers, payload = 200, [_JSON, *marks], call.d.encode.render_response(ires, ctx)
-            usage = (ires.usage, ires.stop_reason, None)
+            usage = (None, ires)
     except GatewayError as e:
         return call.gave_up(target, e, INVALID, started, deliver)
     call.router.report(target, OK, loop.time(), ttfb=head - started)
     if call.rec is not None:
         call.rec.http_status = status
-        fill(call.rec, *usage)
+        call.rec.src = usage
     if call.cap is not None:
         call.cap.upstream_response(up.status_code, up.raw_headers, data)
         call.cap.client_response(status, headers, payload)

@@ -266,11 +266,12 @@ class Gateway:
             st.active -= 1
             self._tasks.discard(task)
             if call is not None:
-                call.settle(rec, t0, perf_counter())
+                rec.attempts, rec.passthrough, rec.capture = call.n, call.passthrough, call.cap
+                rec.facts = (t0, perf_counter(), call.first_at, call.upstream_s, call.target)
             else:
-                rec.finish((perf_counter() - t0) * 1000.0)
+                rec.facts = (t0, perf_counter(), None, 0.0, None)
             if self.plane is not None:
-                self.plane.record(rec, call.cap if call is not None else None)
+                self.plane.record(rec)
 
     @staticmethod
     def client_ip(req: Request, resp, st) -> str:

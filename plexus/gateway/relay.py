@@ -28,14 +28,13 @@ from time import perf_counter
 
 import orjson
 
-from ..dialects.common import STOPS
 from ..errors import ERROR_TYPE_KIND, KIND_STATUS, GatewayError, from_upstream
 from ..routing import INVALID, STREAM_ERROR, classify
 from ..routing.outcome import OK, RETRY
 from ..stream import Passthrough, Translator
 from ..upstream.call import MAX_ERROR_BODY, read_all
 from ..upstream.transport import RawResponse
-from .usage_tap import UsageStrip, fill, stream_usage
+from .usage_tap import UsageStrip
 
 log = logging.getLogger("plexus")
 
@@ -268,18 +267,15 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
 
 
 def _account(rec, tr, ctx, dialect: str, early: bytes, seen, us, failure: str | None) -> None:
-    """Usage, finish reason and outcome of a stream into its record: a relay's from the first and
-    last upstream reads (usage_tap), a translation's from its encoder."""
+    """Keep where the stream's usage is (references only: it is read off the request path,
+    gateway/accounting.py) and its outcome."""
     if rec is None:
         return
     if ctx is None:
-        last2 = seen[1] + seen[0]
-        u, stop, cost = stream_usage(dialect, early, last2, us.usage_event if us is not None else None)
-        if tr.finish is not None:
-            stop = STOPS[dialect].to_ir(tr.finish)
-        fill(rec, u, stop, cost)
+        rec.src = ("stream", dialect, early, seen[1] + seen[0] if seen[1] else seen[0],
+                   us.usage_event if us is not None else None, tr.finish)
     else:
-        fill(rec, tr.enc._usage, tr.enc.stop)
+        rec.src = ("encoder", tr.enc)
     if failure is not None:
         rec.status, rec.error = "error_stream", failure
 
