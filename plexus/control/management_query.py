@@ -20,13 +20,13 @@ from urllib.parse import parse_qsl
 import orjson
 
 from .usage import STATUSES
+from .store import GROUP_BY, MAX_LIMIT
 
 __all__ = ["ApiError", "MAX_LIMIT", "DEFAULT_LIMIT", "GROUP_BY", "parse_query", "usage_query",
            "summary_query", "json_object", "debug_settings", "cooldown_query"]
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
-GROUP_BY = ("alias", "provider", "model", "key", "dialect", "status")
+# (the store's own bounds: one definition)
 _TEXT_FILTERS = ("alias", "provider", "model", "key", "dialect")
 _FILTERS = ("since", "until", *_TEXT_FILTERS, "status", "min_duration_ms", "max_duration_ms")
 _MAX_UNIX = 1e11  # year 5138: a bigger "seconds" value is almost surely milliseconds
