@@ -393,3 +393,17 @@ def test_key_changes_apply_at_once_on_reload(tmp_path):
             assert r.status_code == 200
             log = px.stderr()
         assert MARK not in log, [line for line in log.splitlines() if MARK in line]
+
+
+def test_a_restricted_key_lists_only_its_models(w):
+    with w.openai(BOB) as c:
+        assert [m.id for m in c.models.list()] == ["only-one-alias"]
+        with pytest.raises(openai.NotFoundError):
+            c.models.retrieve("gpt")
+    with w.openai(ALICE) as c:
+        assert "gpt" in [m.id for m in c.models.list()]
+    with httpx.Client(base_url=w.url, timeout=10, trust_env=False) as c:
+        r = c.get("/v1/models", headers={"x-api-key": BOB, "anthropic-version": "2023-06-01"})
+        assert r.json()["data"][0]["id"] == "only-one-alias" and r.json()["first_id"] == "only-one-alias"
+        r = c.get("/v1beta/models", headers={"x-goog-api-key": BOB})
+        assert [m["name"] for m in r.json()["models"]] == ["models/only-one-alias"]

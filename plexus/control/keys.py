@@ -98,6 +98,10 @@ class KeyRing:
         self._models = {k.name: k.models for k in keys}
         self.enabled = bool(self._by_digest)
 
+    def allowed(self, name: str) -> frozenset | None:
+        """The aliases key ``name`` may call (None: every alias)."""
+        return self._models.get(name)
+
     def allow(self, name: str, alias_name: str) -> None:
         """403 unless key ``name`` (as ``check`` returned it) may call ``alias_name`` (the
         second step of a completion, once its body named the model: no second hash)."""

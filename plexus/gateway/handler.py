@@ -41,7 +41,7 @@ from ..server.messages import Request
 from ..control.keys import KeyRing
 from ..control.usage import Usage
 from .attempt import Call, attempt
-from .runtime import ProviderRuntime, models_response
+from .runtime import ProviderRuntime, models_listing, models_response
 
 log = logging.getLogger("plexus")
 
@@ -162,8 +162,8 @@ class Gateway:
             elif path in _MODEL_PATHS or path.startswith(_MODEL_PREFIXES):
                 self._method(req, b"GET")
                 d = registry.guess(path, req.header)
-                self.state.keys.check(req, d, None)
-                self.list_models(req, resp)
+                key = self.state.keys.check(req, d, None)
+                self.list_models(req, resp, self.state.keys.allowed(key) if key is not None else None)
             elif self.plane is not None and (path.startswith(b"/v0/management") or path == b"/metrics"):
                 await self.plane.management.handle(req, resp)
             else:
@@ -183,7 +183,9 @@ class Gateway:
             raise GatewayError(405, f"method {req.method.decode('latin-1')} not allowed; use {want.decode()}",
                                "invalid_request", headers=[(b"allow", want)])
 
-    def list_models(self, req: Request, resp) -> None:
+    def list_models(self, req: Request, resp, allowed: frozenset | None = None) -> None:
+        """GET /v1/models[/{alias}] in the caller's shape; ``allowed``: the aliases a restricted
+        inbound key may call (it sees only those; others are 404 to it)."""
         if req.path.startswith(b"/v1beta/") or (req.path.startswith(b"/v1/models/") and b":" in req.path):
             shape = "gemini"
         elif req.header(b"anthropic-version") is not None:
@@ -191,6 +193,9 @@ class Gateway:
         else:
             shape = "openai"
         listing, items = self.state.models_bodies[shape]
+        if allowed is not None:
+            items = {a: b for a, b in items.items() if a in allowed}
+            listing = models_listing(shape, items)
         if req.path in _MODEL_PATHS:
             resp.send(200, [_JSON], listing)
             return

@@ -133,3 +133,15 @@ def models_response(aliases: list[str]) -> dict[str, tuple[bytes, dict[str, byte
                       {m["id"]: orjson.dumps(m) for m in an}),
         "gemini": (orjson.dumps({"models": ge}), {m["displayName"]: orjson.dumps(m) for m in ge}),
     }
+
+
+def models_listing(shape: str, items: dict[str, bytes]) -> bytes:
+    """The list body of ``shape`` made of these single-model bodies (a restricted key's view)."""
+    joined = b",".join(items.values())
+    if shape == "openai":
+        return b'{"object":"list","data":[' + joined + b"]}"
+    if shape == "gemini":
+        return b'{"models":[' + joined + b"]}"
+    names = list(items)
+    return (b'{"data":[' + joined + b'],"has_more":false,"first_id":' + orjson.dumps(names[0] if names else None)
+            + b',"last_id":' + orjson.dumps(names[-1] if names else None) + b"}")
