@@ -15,6 +15,17 @@
                                           502/503/504) in the caller's dialect, naming the alias
                                           and each attempt (provider/model and what happened)
 
+Every inference request leaves one usage record (control/usage.py), whatever its outcome: the
+request fills in what it knows and references to where the usage is, and hands the record to
+the control plane at its end (`Plane.record`, O(1)), which completes and stores it off the
+request path (gateway/accounting.py). Inbound keys are checked before the body is parsed.
+
+Hot reload (`apply`): a config generation is a `State` (config, router, runtimes, model
+listings, keys); a request reads the current one once and keeps it to its end, so running
+streams finish on the old config while new requests see the new one. Unchanged providers keep
+their runtime and connection pool; a replaced pool closes once no request of its generation
+runs. `drain` is the graceful shutdown.
+
 A single-target plan keeps the provider's own answer: its error status, headers and body
 (relayed as is when the client speaks the provider's dialect). Every GatewayError raised before
 the response started is rendered once, in `handle`, in the caller's dialect. A client that goes
