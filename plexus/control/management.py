@@ -291,8 +291,16 @@ class Management:
         debug.configure(enabled, aliases, keys)
         send_json(resp, 200, debug.settings())
 
+    def _settle(self) -> None:
+        """Complete the records the plane has queued (it does every 50 ms), so what is read
+        here includes every request that has ended."""
+        settle_now = getattr(self.plane, "flush_pending", None)
+        if settle_now is not None:
+            settle_now()
+
     async def debug_logs(self, req, resp) -> None:
         parse_query(req.query, ())
+        self._settle()
         send_json(resp, 200, {"data": self.plane.debug.list()})
 
     async def clear_debug_logs(self, req, resp) -> None:
@@ -301,6 +309,7 @@ class Management:
 
     async def debug_log(self, req, resp, request_id: str) -> None:
         parse_query(req.query, ())
+        self._settle()
         capture = self.plane.debug.get(request_id)
         if capture is None:
             raise ApiError(404, f"no capture for request '{request_id}' (it may have left the ring)")
@@ -327,7 +336,5 @@ class Management:
         if m is None:
             raise ApiError(404, "metrics are disabled in this gateway's config")
         ctype = m.CONTENT_TYPE
-        settle_now = getattr(self.plane, "flush_pending", None)
-        if settle_now is not None:  # a scrape sees every request that has ended
-            settle_now()
+        self._settle()  # a scrape sees every request that has ended
         resp.send(200, [(b"content-type", ctype.encode() if isinstance(ctype, str) else ctype)], m.render())
