@@ -135,3 +135,31 @@ def test_with_stream_usage_inserts_and_keeps_the_rest():
     out2 = orjson.loads(with_stream_usage(orjson.dumps(body2), body2))
     assert out2["stream_options"] == {"include_obfuscation": False, "include_usage": True}
     assert not wants_stream_usage({"stream_options": {"include_usage": True}})
+
+
+def _spaced(stream: bytes, crlf: bool) -> bytes:
+    """The same stream as a compatible server with spaced JSON (and CRLF line ends) sends it."""
+    out = []
+    for ev in stream.split(b"\n\n"):
+        if not ev:
+            continue
+        if ev.startswith(b"data: {"):
+            ev = b"data: " + orjson.dumps(orjson.loads(ev[6:])).replace(b'":', b'": ').replace(b',"', b', "')
+        out.append(ev + (b"\r\n\r\n" if crlf else b"\n\n"))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_strip_spaced_json_and_crlf_every_split(crlf):
+    data = _spaced(_read("openai/text.sse"), crlf)
+    assert b'"usage": null' in data and b'"choices": []' in data
+    sep = b"\r\n\r\n" if crlf else b"\n\n"
+    want = b"".join(e + sep for e in data.split(sep) if e and b'"choices": []' not in e).replace(b', "usage": null', b"")
+    assert b'"usage"' not in want
+    for i in range(0, len(data) + 1, 7):
+        out, s = _strip([data[:i], data[i:]])
+        assert out == want, i
+        assert b'"prompt_tokens": 19' in s.usage_event
+    events = [e + sep for e in data.split(sep) if e]
+    out, _ = _strip(events)
+    assert out == want

@@ -275,8 +275,9 @@ class UsageStrip:
         else:
             self._null = key
         self._marker = b'"choices": []' if spaced else b'"choices":[]'
-        if buf.find(b"\r", 0, j) == -1:  # LF line ends (OpenAI's): no CR separators to look for
-            self._seps = (b"\n\n",)
+        k = buf.find(b"\n", j)  # the end of the line holding it: LF (OpenAI's), CRLF or CR?
+        if k != -1 and buf[k - 1] != 13 and buf.find(b"\r", j, k) == -1:
+            self._seps = (b"\n\n",)   # LF line ends: no CR separators to look for
 
     def _strip(self, buf: bytes) -> bytes:
         """Whole events in, the same without the usage chunk and the null members."""
