@@ -234,3 +234,26 @@ def test_cut_stream_is_error_stream(fake, base_url, http):
     assert r.status_code == 200 and b'"error"' in r.content
     rec = _record(base_url, r.headers["x-plexus-request-id"])
     assert rec["status"] == "error_stream" and rec["error"]
+
+
+def test_server_rejecting_stream_options_gets_the_clients_own_request(fake, base_url, http):
+    """An OpenAI-compatible server that refuses the stream_options Plexus added (400 naming them)
+    gets the client's request once more, unchanged; the client sees only the stream."""
+    fake.script(Reply(400, json={"error": {"message": "Unrecognized request argument supplied: stream_options",
+                                           "type": "invalid_request_error"}}),
+                _reply("openai", True, "up-gpt"))
+    body = {"model": "gpt", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200 and r.content.endswith(b"data: [DONE]\n\n") and b'"usage"' not in r.content
+    first, second = fake.requests[-2:]
+    assert first.json["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in second.json and second.json["messages"] == body["messages"]
+    rec = _record(base_url, r.headers["x-plexus-request-id"])
+    assert rec["status"] == "success" and rec["attempts"] == 1 and rec["input_tokens"] is None
+
+
+def test_other_400_is_not_resent(fake, http):
+    fake.script(Reply(400, json={"error": {"message": "messages: too long", "type": "invalid_request_error"}}))
+    body = {"model": "gpt", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400 and len(fake.requests) == 1

@@ -211,6 +211,22 @@ async def attempt(call: Call, target) -> bool:
         except GatewayError as e:
             return call.gave_up(target, e, CONNECT, started, deliver)
         status = up.status_code
+        if strip and status == 400:
+            # A server that rejects the stream_options we added refused the request without
+            # running it: send the client's own request once more, without them.
+            data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
+            if data.find(b"stream_options") == -1:
+                return await _error_answer(call, target, rt, up, True, marks, started, deliver, data)
+            await up.aclose()
+            up, strip = None, False
+            out = rt.relay_body(call.req.body, call.body, target.model, False)
+            if call.cap is not None:
+                call.cap.upstream_request(prov.name, url, headers, out)
+            try:
+                up = await open_upstream(rt.transport, prov, url, headers, out, loop, rt.map_ttfb, target)
+            except GatewayError as e:
+                return call.gave_up(target, e, CONNECT, started, deliver)
+            status = up.status_code
         if status >= 300:
             return await _error_answer(call, target, rt, up, ctx is None, marks, started, deliver)
         if not stream:
@@ -226,15 +242,17 @@ async def attempt(call: Call, target) -> bool:
                           target.model, up.status_code, " (stream)" if stream else "", call.n, call.planned)
 
 
-async def _error_answer(call, target, rt, up, passthrough: bool, marks, started, deliver: bool) -> bool:
+async def _error_answer(call, target, rt, up, passthrough: bool, marks, started, deliver: bool,
+                        data: bytes | None = None) -> bool:
     """An upstream error status: fail over (RETRY/AUTH), or hand it to the client (FATAL, or the
     plan's only target): a JSON error body relayed as is to a same-dialect client, else re-rendered
-    in the caller's dialect with the status and retry-after kept."""
+    in the caller's dialect with the status and retry-after kept. ``data``: the body, if read."""
     prov = rt.provider
     status = up.status_code
     ra = retry_after(up.raw_headers, time.time())
     outcome = classify(status)
-    data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
+    if data is None:
+        data = await read_all(up, prov, MAX_ERROR_BODY, truncate=True)
     if rt.key_bytes and rt.key_bytes in data:  # a provider that echoes our key back: never relay it
         data = data.replace(rt.key_bytes, b"[redacted]")
     if call.cap is not None:
