@@ -65,6 +65,7 @@ def test_disabled_ring_admits_everyone():
 ])
 def test_missing_key_is_401_naming_the_header(dialect, where):
     for request in (req(), req([(b"authorization", b"Basic dXNlcjpwdw==")]), req([(b"authorization", b"Bearer")]),
+                    req([(b"x-api-key", b"")]), req([(b"x-goog-api-key", b" ")]),
                     req(target=b"/x?alt=sse&keys=1")):
         e = fail(request, dialect)
         assert (e.status, e.kind, e.code) == (401, "authentication", None)

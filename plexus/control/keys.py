@@ -124,6 +124,8 @@ class KeyRing:
                     if value[:7].lower() != b"bearer " or len(value) <= 7:
                         continue
                     value = value[7:].strip()
+                elif not value.strip():
+                    continue  # an empty header is no credential (a missing key, not a wrong one)
                 presented = True
                 entry = by_digest.get(_sha256(value).digest())
                 if entry is not None and hmac.compare_digest(entry[0], value):
