@@ -9,6 +9,11 @@ Build (IR → provider body):
 - user: ToolResults first, as consecutive `tool` messages (text joined with "\\n"; images can't
   go in a tool message and move into the user message that follows; `is_error` has no field
   and is dropped), then the rest as one user message (one Text → string, else parts).
+- Image: image/* (or no media type) → image_url (a data URL for base64); any other media type
+  (a PDF from an Anthropic document block or a Responses input_file) → the file part {"type":
+  "file", "file": {"filename": "attachment.<ext>", "file_data": "data:<type>;base64,<data>"}}
+  (api.openai.com takes PDFs only); a URL attachment goes in file_data as is (OpenRouter
+  fetches such URLs; api.openai.com's Chat Completions takes inline data only).
 - assistant: texts joined with "" (as stream deltas concatenate) → content (null with tool
   calls and no text); ToolCall → tool_calls (Gemini signature dropped); an assistant message
   left empty is skipped. Thinking is dropped, except that an assistant turn with tool calls
@@ -117,9 +122,18 @@ def _response_format(rf: dict) -> dict:
     return {"type": "json_schema", "json_schema": js}
 
 
+_FILE_EXT = {"application/pdf": "pdf", "text/plain": "txt", "text/markdown": "md", "text/csv": "csv",
+             "application/json": "json"}
+
+
 def _image_part(img: ir.Image) -> dict:
-    url = f"data:{img.media_type or 'image/png'};base64,{img.data}" if img.data is not None else img.url or ""
-    return {"type": "image_url", "image_url": {"url": url}}
+    mt = img.media_type
+    url = f"data:{mt or 'image/png'};base64,{img.data}" if img.data is not None else img.url or ""
+    if mt is None or mt.startswith("image/"):
+        return {"type": "image_url", "image_url": {"url": url}}
+    # a binary attachment (PDF from an Anthropic document block or a Responses input_file): the
+    # Chat Completions file part; a URL goes in file_data as well (OpenRouter fetches it)
+    return {"type": "file", "file": {"filename": f"attachment.{_FILE_EXT.get(mt, 'bin')}", "file_data": url}}
 
 
 def _join_texts(parts, sep: str) -> str:
