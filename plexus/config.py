@@ -83,6 +83,7 @@ class Provider:
     max_tokens: int               # 0 = do not inject a default
     stream_usage: bool
     reasoning: bool = True        # False: never send reasoning/thinking fields (non-reasoning models)
+    responses: bool = False       # OpenAI type: also serves the Responses API (POST {base}/responses)
     max_response_bytes: int = 64 * 1024 * 1024  # non-stream upstream body cap; over it -> 502
     ca_file: str = ""             # extra CA bundle (PEM) trusted for this provider, "" = none
     tls_verify: bool = True       # False: no certificate check (warned about at startup)
@@ -136,7 +137,7 @@ _TOP_KEYS = ("server", "upstream", "providers", "models", "routing", "keys", "ad
 _SERVER_KEYS = (*SERVER_DEFAULTS, "trusted_proxies")
 _PROVIDER_KEYS = ("type", "api_base_url", "api_key", "models", "headers", *TIMEOUT_SPELLINGS,
                   "max_response_bytes", "max_tokens", "stream_usage", "reasoning", "ca_file", "tls_verify",
-                  "proxy", "pricing")
+                  "proxy", "pricing", "responses")
 _PROVIDER_REQUIRED = ("type", "api_base_url", "models")
 _TYPES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
 _TYPE_NAMES = "OpenAI, Anthropic, Gemini"
@@ -271,11 +272,14 @@ def _provider(r: Reader, name: str, raw: object, upstream: dict) -> Provider:
     max_tokens = default_max if d.get("max_tokens") is None else r.integer(d["max_tokens"], f"{path}.max_tokens", 1)
     stream_usage = True if d.get("stream_usage") is None else r.boolean(d["stream_usage"], f"{path}.stream_usage")
     reasoning = True if d.get("reasoning") is None else r.boolean(d["reasoning"], f"{path}.reasoning")
+    responses = False if d.get("responses") is None else r.boolean(d["responses"], f"{path}.responses")
+    if responses and ptype != "openai":
+        r.fail(f"{path}.responses", "only an OpenAI-type provider can serve the Responses API")
     return Provider(
         name=name, type=ptype, base_url=base_url, scheme=scheme, host=host, port=port,
         base_path=base_path, api_key=api_key, api_key_env=api_key_env, models=models, any_model=any_model,
         headers=_headers(r, d.get("headers"), f"{path}.headers"), max_tokens=max_tokens,
-        stream_usage=stream_usage, reasoning=reasoning, **timeouts,
+        stream_usage=stream_usage, reasoning=reasoning, responses=responses, **timeouts,
         **_tls_and_proxy(r, d, path, scheme, host, port),
         pricing=parse_pricing(r, d.get("pricing"), f"{path}.pricing", models, any_model),
     )

@@ -50,7 +50,8 @@ ERROR_TYPE_KIND = {
     "invalid_request_error": "invalid_request", "authentication_error": "authentication",
     "billing_error": "billing", "insufficient_quota": "billing", "permission_error": "permission",
     "not_found_error": "not_found", "request_too_large": "request_too_large",
-    "rate_limit_error": "rate_limit", "api_error": "api_error", "server_error": "api_error",
+    "rate_limit_error": "rate_limit", "rate_limit_exceeded": "rate_limit", "api_error": "api_error",
+    "server_error": "api_error",
     "timeout_error": "timeout", "overloaded_error": "overloaded",
 }
 

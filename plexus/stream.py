@@ -14,9 +14,11 @@ When a stream is over, the same rules for relay and translation, every dialect:
   `"stop_reason"` (Anthropic message_delta) or `"finishReason"` (Gemini). What may follow
   (the usage chunk, `[DONE]`, message_stop) may also be missing: vLLM, llama.cpp, Ollama and
   OpenRouter end OpenAI streams without `[DONE]`. A body ending after the finish is clean.
-- ended: `data: [DONE]` (OpenAI), `event: message_stop` (Anthropic), or the upstream's own error
-  event, relayed as is: `data: {"error"…` (OpenAI, Gemini), `event: error` (Anthropic). The
-  space after the colon is optional (SSE allows `data:[DONE]`); lines end in LF, CRLF or CR.
+- ended: `data: [DONE]` (OpenAI), `event: message_stop` (Anthropic), `event: response.completed`
+  / `response.failed` (Responses; `response.incomplete` is its finish: a non-null
+  `"incomplete_details"`), or the upstream's own error event, relayed as is: `data: {"error"…`
+  (OpenAI, Gemini), `event: error` (Anthropic, Responses). The space after the colon is
+  optional (SSE allows `data:[DONE]`); lines end in LF, CRLF or CR.
 - cut: anything else: the client gets the dialect's error event.
 
 Each dialect's rules are its registry record's `stream_end` (dialects/registry.py), read once
@@ -77,7 +79,7 @@ def _string_at(buf: bytes, j: int) -> str | None:
 
 
 class Passthrough:
-    __slots__ = ("dialect", "_rules", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
+    __slots__ = ("dialect", "_rules", "_third", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
                  "_array", "_failure", "_error_event", "finish", "_ready", "_null_end")
 
     def __init__(self, dialect: str | Dialect, sse: bool = True) -> None:
@@ -87,6 +89,7 @@ class Passthrough:
         self.dialect = d.name
         end = d.stream_end
         self._rules = (end.marker, end.field, end.marker2, end.field2, end.finish_key)
+        self._third = (end.marker3, end.field3) if end.marker3 is not None else None
         # the one-event fast path: the markers that can open a `data: ` line's value
         self._fast = tuple(m for m in (end.marker, end.marker2) if m and m[:1] == b"{") \
             if end.one_line_events else None
@@ -170,6 +173,12 @@ class Passthrough:
             if i != -1 and _on_a_line(buf, v2, f2, i):
                 self.done = True
                 return chunk
+            if self._third is not None:
+                v3, f3 = self._third
+                i = find(v3)
+                if i != -1 and _on_a_line(buf, v3, f3, i):
+                    self.done = True
+                    return chunk
         # (a key wholly inside the tail was decided by the previous feed, unless `_pending`)
         t = len(tail) - self._klen
         self._pending, pending = False, self._pending

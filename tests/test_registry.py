@@ -27,7 +27,7 @@ from plexus.stream import Passthrough, Translator
 ROOT = Path(__file__).resolve().parent.parent / "plexus"
 API_MD = ROOT / "API.md"
 NAMES = ("openai", "anthropic", "gemini")
-OPTIONAL = {"parse_path", "sse_query", "array_type", "array_relay", "hint_header"}
+OPTIONAL = {"parse_path", "sse_query", "array_type", "array_relay", "hint_header", "relay_to"}
 CONTRACT = {
     "request": ("parse_request", "model_and_stream"),
     "build": ("build_request",),
@@ -38,12 +38,53 @@ CONTRACT = {
 
 # ---------------------------------------------------------------- one complete record each
 
-def test_exactly_the_three_dialects():
-    assert tuple(DIALECTS) == NAMES
+def test_exactly_the_four_dialects():
+    assert tuple(DIALECTS) == (*NAMES, "responses")
     for name, d in DIALECTS.items():
         assert d.name == name and get(name) is d and get(d) is d
-    with pytest.raises(LookupError, match="unknown dialect 'responses'"):
-        get("responses")
+    with pytest.raises(LookupError, match="unknown dialect 'cohere'"):
+        get("cohere")
+
+
+def test_the_responses_record_is_a_client_dialect():
+    """Responses is spoken by clients only: no provider type of its own (no build/decode); it
+    is relayed to OpenAI-type providers flagged `responses: true`, at /responses, Bearer auth."""
+    r = DIALECTS["responses"]
+    assert r.build is None and r.decode is None and r.relay_to == "responses"
+    for a in CONTRACT["request"]:
+        assert hasattr(r.request, a)
+    for a in CONTRACT["encode"]:
+        assert hasattr(r.encode, a)
+    assert r.request.__name__ == "plexus.dialects.responses.request"
+    assert r.upstream_path("m", True, True) == "/responses" and r.auth_header(b"k") == (b"authorization", b"Bearer k")
+    m = match(b"/v1/responses")
+    assert m is not None and m.dialect is r and m.method == b"POST"
+    assert r.stops is common.STOPS["responses"]
+    assert [r.stops.to_ir(x) for x in ("completed", "max_output_tokens", "content_filter")] == [
+        "end_turn", "max_tokens", "refusal"]
+    status, _, body = r.render_error(GatewayError(429, "slow"))
+    assert status == 429 and orjson.loads(body)["error"]["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize("body,done", [
+    (b"event: response.created\ndata: {}\n\nevent: response.completed\ndata: {}\n\n", True),
+    (b"event: response.created\ndata: {}\n\nevent: response.failed\ndata: {}\n\n", True),
+    (b"event: error\ndata: {\"type\":\"error\"}\n\n", True),
+    (b'event: response.incomplete\ndata: {"response":{"incomplete_details":{"reason":"max_output_tokens"}}}\n\n', True),
+    (b'event: response.created\ndata: {"response":{"incomplete_details":null}}\n\n', False),
+    (b'event: response.output_text.delta\ndata: {"delta":"event: response.completed"}\n\n', False),
+])
+def test_responses_relay_end(body, done):
+    """A relayed Responses stream is over at response.completed / response.failed / error, or a
+    response.incomplete (its non-null incomplete_details); else the client gets an error event."""
+    for cut in range(len(body) + 1):
+        p = Passthrough(DIALECTS["responses"])
+        out = p.feed(body[:cut]) + p.feed(body[cut:])
+        tail = p.close()
+        assert out == body
+        assert (tail == b"") is done, cut
+        if not done:
+            assert tail.startswith(b"event: error\n") or b"event: error\n" in tail
 
 
 @pytest.mark.parametrize("name", NAMES)

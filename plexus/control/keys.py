@@ -57,6 +57,7 @@ _WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="plexus"')
 # where each dialect's clients put the key (for the 401 message)
 _WHERE = {
     "openai": "the Authorization header as 'Bearer <key>'",
+    "responses": "the Authorization header as 'Bearer <key>'",
     "anthropic": "the x-api-key header",
     "gemini": "the x-goog-api-key header (or the key query parameter)",
 }

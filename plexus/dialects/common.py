@@ -186,4 +186,11 @@ STOPS: dict[str, StopMap] = {
          **dict.fromkeys(_GEMINI_REFUSAL, "refusal")},
         {"end_turn": "STOP", "stop_sequence": "STOP", "pause_turn": "STOP", "tool_use": "STOP",
          "max_tokens": "MAX_TOKENS", "refusal": "SAFETY", "error": "OTHER"}),
+    # Responses API: a response's `status`, or its `incomplete_details.reason` when incomplete
+    "responses": StopMap(
+        {"completed": "end_turn", "max_output_tokens": "max_tokens", "content_filter": "refusal",
+         "failed": "error"},
+        {"end_turn": "completed", "stop_sequence": "completed", "pause_turn": "completed",
+         "tool_use": "completed", "error": "failed", "max_tokens": "max_output_tokens",
+         "refusal": "content_filter"}),
 }

@@ -33,6 +33,8 @@ codecs (modules; the contract every dialect package fulfils)
     request                parse_request(body, *, model=None, stream=None) -> ir.Request
     build                  build_request(req, model, provider) -> bytes (the provider body)
     decode                 parse_response(bytes) -> ir.Response; StreamDecoder(sink)
+                           (None for a client-only dialect: Responses, which no provider type
+                           speaks alone; it is relayed to providers flagged `relay_to`)
     encode                 render_response(resp, ctx) -> bytes; StreamEncoder(ctx)
     stops                  common.StopMap: its stop reasons ⇄ the IR's
 stream relay (stream.Passthrough)
@@ -48,6 +50,9 @@ provider side (upstream)
     forwarded_headers      client request headers passed on to such a provider (lowercase)
     forwarded_query        client query parameters passed on: name -> allowed values
                            (API.md "What is sent to a provider" lists the same table)
+    relay_to               the `Provider` flag (e.g. "responses") of providers of another type
+                           that also speak this dialect: requests are relayed to them byte for
+                           byte, at this record's upstream_path; other providers get a translation
 
 Records are built once at import; the hot paths (stream.Passthrough / Translator) read what
 they need from them at construction, never per event.
@@ -67,6 +72,7 @@ from .anthropic import build as _ab, decode as _ad, encode as _ae, request as _a
 from .gemini import build as _gb, decode as _gd, encode as _ge, request as _gr
 from .gemini.framing import ArrayRelay
 from .openai import build as _ob, decode as _od, encode as _oe, request as _or
+from .responses import encode as _re, request as _rr
 
 __all__ = ["Dialect", "Route", "Match", "StreamEnd", "DIALECTS", "get", "match", "guess", "DEFAULT"]
 
@@ -86,14 +92,16 @@ class Match(NamedTuple):
 
 
 class StreamEnd(NamedTuple):
-    """When a relayed stream is over (see stream.py): `marker` (and `marker2`) right after their
-    `field` (+ one optional space) at a line start, or a non-null value of `finish_key`."""
+    """When a relayed stream is over (see stream.py): `marker` (and `marker2`, `marker3`) right
+    after their `field` (+ one optional space) at a line start, or a non-null value of `finish_key`."""
     marker: bytes
     field: bytes
     marker2: bytes | None
     field2: bytes | None
     finish_key: bytes
     one_line_events: bool = False   # every event is one `data: {...}` line (OpenAI): Passthrough's fast path
+    marker3: bytes | None = None
+    field3: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -113,8 +121,8 @@ class Dialect:
     hint_header: bytes | None                # guess(): a request header that suggests it
     # codecs
     request: ModuleType
-    build: ModuleType
-    decode: ModuleType
+    build: ModuleType | None                 # None: a client-only dialect (Responses)
+    decode: ModuleType | None
     encode: ModuleType
     stops: common.StopMap
     # stream relay
@@ -126,6 +134,8 @@ class Dialect:
     upstream_headers: tuple[tuple[bytes, bytes], ...]
     forwarded_headers: tuple[bytes, ...]
     forwarded_query: Mapping[str, tuple[str, ...]]
+    relay_to: str | None                     # the Provider flag of providers of another type that
+                                             # also serve this dialect (relayed to them byte for byte)
 
     def path_args(self, rest: bytes) -> tuple[str, bool] | None:
         return self.parse_path(rest) if rest else None
@@ -158,7 +168,7 @@ def _dialect(**fields: Any) -> Dialect:
     fields["forwarded_query"] = MappingProxyType(fields.get("forwarded_query", {}))
     defaults = dict(parse_path=None, sse_query=None, array_type=None, array_relay=None,
                     hint_prefixes=(), hint_markers=(), hint_header=None, upstream_headers=(),
-                    forwarded_headers=())
+                    forwarded_headers=(), relay_to=None)
     m = fields["encode"]
     return Dialect(**{**defaults, "stops": common.STOPS[fields["name"]],
                       "error_object": m.error_object, "stream_error_event": m.error_event,
@@ -202,6 +212,19 @@ DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (
         array_relay=ArrayRelay,
         upstream_path=_gb.upstream_path,
         auth=(b"x-goog-api-key", b""),
+    ),
+    # The OpenAI Responses API: a client dialect only (no provider type speaks it alone): relayed
+    # to OpenAI-type providers with `responses: true`, translated for every other provider.
+    _dialect(
+        name="responses",
+        routes=(Route(b"POST", b"/v1/responses"),),
+        model_and_stream=_rr.model_and_stream,
+        request=_rr, build=None, decode=None, encode=_re,
+        stream_end=StreamEnd(b"response.completed", b"event:", b"response.failed", b"event:",
+                             b'"incomplete_details":', marker3=b"error", field3=b"event:"),
+        upstream_path=_fixed("/responses"),
+        auth=(b"authorization", b"Bearer "),
+        relay_to="responses",
     ),
 )})
 

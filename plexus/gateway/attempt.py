@@ -32,6 +32,7 @@ import orjson
 
 from .. import ir
 from ..dialects.gemini import encode as _gemini_encode
+from ..dialects.responses.names import REASONING_MARK
 from ..dialects.signatures import ID_SEP, SIG_PREFIX
 from ..errors import GatewayError, from_upstream
 from ..routing import CONNECT, INVALID, STREAM_ERROR, TIMEOUT, classify
@@ -53,6 +54,7 @@ _FOREIGN = {
     "openai": (ID_SEP.encode(), b'"thinking_blocks"'),       # Gemini signatures in tool ids; Claude's
     "anthropic": (SIG_PREFIX.encode(),),                      # Gemini signatures as thinking blocks
     "gemini": tuple(p.encode() for p in _gemini_encode.CLAUDE_SIGNATURE_PREFIXES),  # wrapped Claude
+    "responses": (REASONING_MARK,),                           # Claude/Gemini signatures in reasoning items
 }
 
 
@@ -115,6 +117,10 @@ class Call:
             in_path = self.d.parse_path is not None  # the model came from the URL (Gemini)
             self._ireq = self.d.request.parse_request(self.body, model=self.model if in_path else None,
                                                       stream=self.stream if in_path else None)
+            dropped = self._ireq.extra.get("dropped_tools")
+            if dropped:
+                log.info("model '%s': hosted tools dropped (no provider of another type runs them): %s",
+                         self.alias.name, ", ".join(dropped))
         return self._ireq
 
     def failed(self, target, outcome, status: int, what: str, started: float,
@@ -177,9 +183,11 @@ async def attempt(call: Call, target) -> bool:
 
     # ---- prepare (pure)
     strip = False  # a relayed OpenAI stream whose usage we asked for (the client did not)
+    if pd is not d and d.relay_to is not None and getattr(prov, d.relay_to) and not _foreign(d.name, call.req.body):
+        pd = d  # a dialect some providers of another type also serve (Responses at OpenAI: `responses: true`)
     if pd is d and not _foreign(d.name, call.req.body):
         stream, ctx = call.stream, None
-        url = rt.url(target.model, stream, call.sse, call.query)
+        url = rt.url(target.model, stream, call.sse, call.query, d)
         out = rt.relay_body(call.req.body, call.body, target.model, d.parse_path is not None)
         if stream and d.name == "openai" and prov.stream_usage and wants_stream_usage(call.body):
             out, strip = with_stream_usage(out, call.body), True
@@ -190,7 +198,8 @@ async def attempt(call: Call, target) -> bool:
         url = rt.url(target.model, stream, True)
         ctx = ir.Context(model=target.model, id_seed=os.urandom(12).hex(), created=int(time.time()),
                          include_usage=ireq.include_usage, alias=call.alias.name, gemini_sse=call.sse,
-                         extra={"upstream": pd.name})
+                         extra={"upstream": pd.name, **ireq.extra["ctx"]} if "ctx" in ireq.extra
+                         else {"upstream": pd.name})
     headers = rt.request_headers(call.req)
     marks = rt.marks(call.alias.name, target.model) + (_ATTEMPTS[call.n] if call.n < 17 else
                                                        (b"x-plexus-attempts", str(call.n).encode()),)
@@ -296,7 +305,7 @@ async def _whole_answer(call, target, rt, up, ctx, marks, started, deliver: bool
         if ctx is None:
             obj = check_json(data, prov.name)
             status, headers, payload = up.status_code, rt.forward_headers(up, marks), data
-            usage = (rt.dialect.name, obj)       # (read off the request: gateway/accounting.py)
+            usage = (call.d.name, obj)           # (read off the request: gateway/accounting.py)
         else:
             ires = rt.dialect.decode.parse_response(data)
             status, headers, payload = 200, [_JSON, *marks], call.d.encode.render_response(ires, ctx)

@@ -78,11 +78,15 @@ def _error_event(block: bytes) -> tuple[int, str] | None:
     try:
         obj = orjson.loads(data)
         err = obj.get("error") if isinstance(obj, dict) else None
+        if err is None and isinstance(obj, dict) and obj.get("type") == "error":
+            err = obj            # a Responses API error event: {"type":"error","code","message"}
     except orjson.JSONDecodeError:
         err = None
     etype = err.get("type") if isinstance(err, dict) else None
     code = err.get("code") if isinstance(err, dict) else None
     kind = ERROR_TYPE_KIND.get(etype) if isinstance(etype, str) else None
+    if kind is None and isinstance(code, str):
+        kind = ERROR_TYPE_KIND.get(code)   # Responses: the kind is in `code` (rate_limit_exceeded, ...)
     status = KIND_STATUS.get(kind) if kind else (code if isinstance(code, int) and 400 <= code < 600 else 500)
     message = err.get("message") if isinstance(err, dict) else None
     return status, f"error event {etype or ''}: {message or ''}".strip(": ")

@@ -88,12 +88,14 @@ class ProviderRuntime:
         sent = {n for n, _ in fwd}
         return self._base + [h for h in self._fixed if h[0] not in sent] + fwd
 
-    def url(self, model: str, stream: bool, sse: bool = True, query: dict | None = None) -> str:
+    def url(self, model: str, stream: bool, sse: bool = True, query: dict | None = None, d=None) -> str:
         """The upstream URL; ``query``: the client's, when it speaks this provider's dialect
-        (only the dialect's forwarded parameters with allowed values pass)."""
-        url = self.base_url + self.dialect.upstream_path(model, stream, sse)
+        (only the dialect's forwarded parameters with allowed values pass). ``d``: the dialect
+        the request is relayed in, when not the provider's own (Responses at an OpenAI provider)."""
+        d = d or self.dialect
+        url = self.base_url + d.upstream_path(model, stream, sse)
         if query:
-            for name, allowed in self.dialect.forwarded_query.items():
+            for name, allowed in d.forwarded_query.items():
                 value = query.get(name)
                 if value is not None and value in allowed:
                     url += ("&" if "?" in url else "?") + f"{name}={value}"

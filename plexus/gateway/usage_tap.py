@@ -34,9 +34,25 @@ from ..dialects.common import STOPS
 from ..dialects.gemini.decode import usage_of as _gemini_usage
 from ..dialects.openai.decode import parse_usage as _openai_usage
 
-_KEYS = {"openai": b'"usage"', "anthropic": b'"usage"', "gemini": b'"usageMetadata"'}
-_FINISH = {"openai": b'"finish_reason"', "anthropic": b'"stop_reason"', "gemini": b'"finishReason"'}
+_KEYS = {"openai": b'"usage"', "anthropic": b'"usage"', "gemini": b'"usageMetadata"', "responses": b'"usage"'}
+# a Responses answer: `incomplete_details.reason` when it has one, else the response's `status`
+_FINISH = {"openai": b'"finish_reason"', "anthropic": b'"stop_reason"', "gemini": b'"finishReason"',
+           "responses": b'"reason"'}
 _WS = b" \t\r\n"
+
+
+def _int(d, k: str) -> int | None:
+    v = d.get(k) if isinstance(d, dict) else None
+    return v if type(v) is int else None
+
+
+def _responses_usage(u: dict) -> ir.Usage:
+    """A Responses API `usage` (input counts cached tokens, output counts reasoning) in the IR."""
+    total_in = _int(u, "input_tokens")
+    cached = _int(u.get("input_tokens_details"), "cached_tokens")
+    return ir.Usage(input_tokens=None if total_in is None else max(0, total_in - (cached or 0)),
+                    output_tokens=_int(u, "output_tokens"), cache_read_tokens=cached,
+                    reasoning_tokens=_int(u.get("output_tokens_details"), "reasoning_tokens"))
 
 
 def _to_ir(dialect: str, u: dict) -> ir.Usage:
@@ -44,6 +60,8 @@ def _to_ir(dialect: str, u: dict) -> ir.Usage:
         return _openai_usage(u)
     if dialect == "anthropic":
         return _anthropic_usage(u)
+    if dialect == "responses":
+        return _responses_usage(u)
     return _gemini_usage(u)
 
 
@@ -83,6 +101,9 @@ def body_usage(dialect: str, obj) -> tuple[ir.Usage | None, str | None, float | 
     if dialect == "openai":
         ch = obj.get("choices")
         fr = ch[0].get("finish_reason") if isinstance(ch, list) and ch and isinstance(ch[0], dict) else None
+    elif dialect == "responses":
+        inc = obj.get("incomplete_details")
+        fr = inc.get("reason") if isinstance(inc, dict) else obj.get("status")
     else:
         fr = obj.get("stop_reason")
     if not isinstance(u, dict):
@@ -181,6 +202,8 @@ def stream_usage(dialect: str, first: bytes, tail: bytes,
         if dialect == "openai":
             cost = _reported_cost(obj)
     fr = _finish_value(tail, _FINISH[dialect])
+    if fr is None and dialect == "responses" and obj is not None:
+        fr = "completed"   # (the usage comes with response.completed; incomplete ones name a reason)
     return u, STOPS[dialect].to_ir(fr) if fr is not None else None, cost
 
 
