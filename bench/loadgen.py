@@ -42,6 +42,8 @@ _CLOSE = re.compile(rb"\r\nconnection:[ \t]*close")
 HEAD, LENGTH, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, TO_CLOSE = range(7)
 MAX_HEAD = 65536
 TAIL = 512  # the terminal stream event must lie in the body's last TAIL bytes
+# ... except a terminal event that carries the whole answer (Responses: response.completed)
+MARKER_TAIL = {b"event: response.completed": 1 << 20}
 
 
 @dataclass(slots=True)
@@ -228,7 +230,7 @@ class Conn(asyncio.Protocol):
         reason = ""
         if not 200 <= self.status < 300:
             reason = f"HTTP {self.status}"
-        elif self.marker is not None and self.marker not in body[-TAIL:]:
+        elif self.marker is not None and self.marker not in body[-MARKER_TAIL.get(self.marker, TAIL):]:
             reason = "stream ended without its terminal event"
         elif self.expect is not None and self.expect not in body:
             reason = "body lacks " + self.expect.decode()

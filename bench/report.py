@@ -161,10 +161,10 @@ def _method() -> list[str]:
             "in the window. For S6 that is per 2-s paced stream whose 100 events reach the "
             "gateway one at a time (so ÷ 100 ≈ CPU per unbatched event, wake-ups included).",
             "- CPU µs/event = (CPU ms/req of the stream scenario − CPU ms/req of its non-stream "
-            "base: S1 for S2 and S2-ev, S3b for S3 and S3-ev) × 1000 / 100 upstream events, for "
+            "base: S1 for S2 and S2-ev, S3b for S3 and S3-ev, R3b for R3 and R3-ev) × 1000 / 100 upstream events, for "
             "Plexus and for nginx alike. The per-event budgets are relative and judged on the "
             "one-event-per-write streams: relayed (S2-ev) ≤ 1.2 × nginx's S2-ev, translated "
-            "(S3-ev) ≤ 1.5 × nginx's S2-ev, in the same run; without nginx they are skipped.",
+            "(S3-ev, and R3-ev to a Responses client) ≤ 1.5 × nginx's S2-ev, in the same run; without nginx they are skipped.",
             f"- S7: {LARGE_CLIENTS} connections send {LARGE_BODY_BYTES / 2 ** 20:g} MiB JSON "
             "bodies (a long document as the user message) back to back, passthrough (OpenAI → "
             "OpenAI) or translated (OpenAI client → Anthropic provider), while the closed-loop "

@@ -77,9 +77,26 @@ def _anthropic(model: str, stream: bool, user: str = _PROMPT_USER):
     return "/v1/messages", headers, orjson.dumps(body)
 
 
+def _responses(model: str, stream: bool, user: str = _PROMPT_USER):
+    """What Codex-like Responses clients send: instructions, one user item, store false."""
+    body = {
+        "model": model,
+        "instructions": _PROMPT_SYSTEM,
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": user}]}],
+        "max_output_tokens": 256,
+        "temperature": 0.7,
+        "store": False,
+    }
+    if stream:
+        body["stream"] = True
+    return "/v1/responses", (("authorization", "Bearer sk-bench"),), orjson.dumps(body)
+
+
 DIALECTS: dict[str, Dialect] = {
     "openai": Dialect("openai", _openai, b"data: [DONE]", b'"choices"'),
     "anthropic": Dialect("anthropic", _anthropic, b"event: message_stop", b'"content"'),
+    # a client dialect only (no mock provider speaks it): the Responses rows are translated
+    "responses": Dialect("responses", _responses, b"event: response.completed", b'"output"'),
 }
 
 
@@ -122,6 +139,13 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("S3-ev", "OpenAI client → Anthropic provider, 100-event stream, one event per write",
              "openai", "an-split", "anthropic", "mock-claude-split", True, base="S3b",
              events=STREAM_EVENTS),
+    Scenario("R3b", "Responses client → Anthropic provider, non-stream (base of R3)", "responses",
+             "an", "anthropic", "mock-claude", False),
+    Scenario("R3", "Responses client → Anthropic provider, 100-event stream, batched", "responses",
+             "an", "anthropic", "mock-claude", True, base="R3b", events=STREAM_EVENTS),
+    Scenario("R3-ev", "Responses client → Anthropic provider, 100-event stream, one event per write",
+             "responses", "an-split", "anthropic", "mock-claude-split", True, base="R3b",
+             events=STREAM_EVENTS),
     Scenario("S4", "Anthropic client → OpenAI provider, non-stream", "anthropic", "oa", "openai",
              "mock-gpt", False),
     Scenario("S5@20", "fixed 20 req/s, OpenAI → OpenAI non-stream", "openai", "oa", "openai",
@@ -152,6 +176,8 @@ BUDGETS: tuple[Budget, ...] = (
            "cpu_us_per_event", 1.2, "µs", ref="S2-ev"),
     Budget("CPU per translated event, one event per write (S3-ev), vs nginx relaying S2-ev",
            "S3-ev", "cpu_us_per_event", 1.5, "µs", ref="S2-ev"),
+    Budget("CPU per translated event to a Responses client (R3-ev), vs nginx relaying S2-ev",
+           "R3-ev", "cpu_us_per_event", 1.5, "µs", ref="S2-ev"),
     Budget("S1-TLS upstream TLS handshakes by Plexus per client connection", "S1-TLS",
            "tls_handshakes_per_conn", 1.25, "×"),
     Budget("added latency p50 at 20 req/s", "S5@20", "added_p50_ms", 0.3, "ms"),

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import nginx  # noqa: E402
 
-SCENARIOS = ("S1", "S1-TLS", "S2", "S2-ev", "S3b", "S3-ev", "S4", "S7")
+SCENARIOS = ("S1", "S1-TLS", "S2", "S2-ev", "S3b", "S3-ev", "R3b", "R3-ev", "S4", "S7")
 
 
 def _bench(tmp_path, *args, env=None):
@@ -54,7 +54,7 @@ def test_bench_quick_smoke(tmp_path):
         phases = results["S7"][way]["phases"]
         assert set(phases) == {"none", "passthrough", "translated"}, phases
     relative = [b for b in data["budgets"] if b["relative"]]
-    assert len(relative) == 2
+    assert len(relative) == 3
     if nginx.find() is None:
         assert data["nginx"]["status"] == "absent"
         assert all(b["status"] == "no nginx: skipped" for b in relative), relative
