@@ -394,3 +394,16 @@ def test_parse_build_parse_round_trip():
     rebuilt = build(again, model="m")
     assert rebuilt["messages"] == body["messages"]
     assert rebuilt["tools"] == body["tools"]
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"model": "m", "messages": [{"role": {}}]}, "messages[0].role"),
+    ({"model": "m", "messages": [{"role": ["user"], "content": "x"}]}, "messages[0].role"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": []}, "reasoning_effort"),
+    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": {}}, "reasoning_effort"),
+])
+def test_unhashable_enum_values_are_a_400(body, param):
+    """A list or object where a name is expected is the client's error (400), not a TypeError."""
+    with pytest.raises(GatewayError) as ei:
+        parse_request(body)
+    assert ei.value.status == 400 and ei.value.param == param

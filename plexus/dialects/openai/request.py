@@ -101,7 +101,7 @@ def parse_request(body: dict, *, model: str | None = None, stream: bool | None =
     if (v := g("response_format")) is not None:
         req.response_format = _parse_response_format(v)
     if (eff := g("reasoning_effort")) is not None:
-        if eff not in EFFORTS:
+        if type(eff) is not str or eff not in EFFORTS:
             raise invalid("`reasoning_effort` must be one of " + ", ".join(sorted(EFFORTS)),
                           "reasoning_effort")
         req.reasoning_effort, req.thinking = eff, eff != "none"
@@ -125,7 +125,7 @@ def _parse_messages(msgs: list, req: ir.Request) -> None:
         if not isinstance(m, dict):
             raise invalid(f"{where} must be an object", where)
         role = m.get("role")
-        if role not in _ROLES:
+        if type(role) is not str or role not in _ROLES:
             raise invalid(f"{where}.role must be one of system, developer, user, assistant, tool "
                           f"(got {role!r})", f"{where}.role")
         if role == "system" or role == "developer":
