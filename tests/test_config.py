@@ -304,6 +304,8 @@ CASES = [
     (_set("routing", {"cooldown": [5, 0]}), "routing.cooldown[1]", "positive"),
     (_set("routing", {"cooldown": [30, 5]}), "routing.cooldown[1]", "must not decrease"),
     (_set("routing", {"direct_addressing": "yes"}), "routing.direct_addressing", "true or false"),
+    (_set("providers/an/responses", True), "providers.an.responses", "only an OpenAI-type provider"),
+    (_set("providers/oa/responses", "yes"), "providers.oa.responses", "true or false"),
     # aliases and targets
     (_set("models/fast", {}), "models.fast.targets", "missing required key"),
     (_set("models/fast", None), "models.fast", "must be a mapping with 'targets'"),
@@ -576,3 +578,11 @@ def test_env_default_is_process_environment(tmp_path, monkeypatch):
         load_config(path)
     assert ei.value.key_path == "providers.oa.api_key" and "PLEXUS_TEST_UNSET_VAR_Q" in ei.value.message
     assert os.environ.get("PLEXUS_TEST_UNSET_VAR_Q") is None
+
+
+def test_responses_flag():
+    """`responses: true` marks an OpenAI-type provider that also serves the Responses API."""
+    d = base()
+    d["providers"]["oa"]["responses"] = True
+    c = parse(d)
+    assert c.providers["oa"].responses is True and c.providers["an"].responses is False
