@@ -13,6 +13,9 @@ Every request is recorded (`Recorded`: method, path, query, headers, raw body, p
   POST .../messages                         Anthropic message, or the exact Anthropic event stream
   POST .../models/{m}:generateContent       Gemini GenerateContentResponse
   POST .../models/{m}:streamGenerateContent ?alt=sse: `data: {...}\\r\\n\\r\\n` chunks; else a JSON array
+  POST .../responses                        OpenAI Responses API `response` object, or, when body.stream,
+                                            its event stream (`event:` lines, sequence_number, usage
+                                            in response.completed), as api.openai.com sends them
 The default reply names the model it was asked for (body.model, or {m} in the Gemini path).
 
 `Reply` kinds: a JSON or raw-bytes body with any status/headers; a stream (list of byte chunks,
@@ -225,6 +228,73 @@ def gemini_error(code: int, message: str, status: str) -> dict:
     return {"error": {"code": code, "message": message, "status": status}}
 
 
+# ---- OpenAI Responses API
+RESPONSES_ID, RESPONSES_MSG_ID = "resp_fake0123456789", "msg_fake0123456789"
+
+
+def responses_usage(inp: int = USAGE_IN, out: int = USAGE_OUT, cached: int = 0, reasoning: int = 0) -> dict:
+    return {"input_tokens": inp, "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": out, "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": inp + out}
+
+
+def responses_message(text: str, msg_id: str = RESPONSES_MSG_ID, status: str = "completed") -> dict:
+    return {"id": msg_id, "type": "message", "status": status, "role": "assistant",
+            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}]}
+
+
+def responses_object(model: str, output: list | None = None, *, status: str = "completed",
+                     usage: dict | None = _MISSING, rid: str = RESPONSES_ID, text: str = DEFAULT_TEXT,
+                     incomplete: str | None = None, previous_response_id: str | None = None) -> dict:
+    """A `response` object as POST /v1/responses answers it (output: one message of `text` unless
+    given; usage: the fake's default counts unless given, None for the in-progress snapshots)."""
+    return {"id": rid, "object": "response", "created_at": 1700000000, "status": status,
+            "background": False, "error": None,
+            "incomplete_details": {"reason": incomplete} if incomplete else None,
+            "instructions": None, "max_output_tokens": None, "max_tool_calls": None, "model": model,
+            "output": [responses_message(text)] if output is None else output,
+            "parallel_tool_calls": True, "previous_response_id": previous_response_id,
+            "prompt_cache_key": None, "reasoning": {"effort": None, "summary": None},
+            "safety_identifier": None, "service_tier": "default", "store": True, "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto", "tools": [],
+            "top_logprobs": 0, "top_p": 1.0, "truncation": "disabled",
+            "usage": responses_usage() if usage is _MISSING else usage, "user": None, "metadata": {}}
+
+
+def responses_stream(model: str, pieces=DEFAULT_PIECES, *, usage: dict | None = None,
+                     rid: str = RESPONSES_ID) -> list[bytes]:
+    """The event stream of a one-message answer, as api.openai.com sends it: `event:` + `data:`
+    lines, sequence_number from 0, the final response (with usage) in response.completed."""
+    text = "".join(pieces)
+    mid = RESPONSES_MSG_ID
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+    events: list[dict] = [
+        {"type": "response.created", "response": responses_object(model, [], status="in_progress", usage=None,
+                                                                   rid=rid)},
+        {"type": "response.in_progress", "response": responses_object(model, [], status="in_progress", usage=None,
+                                                                       rid=rid)},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {"id": mid, "type": "message", "status": "in_progress", "content": [], "role": "assistant"}},
+        {"type": "response.content_part.added", "item_id": mid, "output_index": 0, "content_index": 0,
+         "part": part}]
+    events += [{"type": "response.output_text.delta", "item_id": mid, "output_index": 0, "content_index": 0,
+                "delta": p, "logprobs": [], "obfuscation": "x" * (16 - len(p) % 16)} for p in pieces]
+    events += [
+        {"type": "response.output_text.done", "item_id": mid, "output_index": 0, "content_index": 0,
+         "text": text, "logprobs": []},
+        {"type": "response.content_part.done", "item_id": mid, "output_index": 0, "content_index": 0,
+         "part": {**part, "text": text}},
+        {"type": "response.output_item.done", "output_index": 0, "item": responses_message(text)},
+        {"type": "response.completed",
+         "response": responses_object(model, [responses_message(text)], usage=usage or responses_usage(),
+                                      rid=rid)}]
+    out = []
+    for n, e in enumerate(events):
+        e = {"type": e["type"], "sequence_number": n, **{k: v for k, v in e.items() if k != "type"}}
+        out.append(sse_event(e["type"], e))
+    return out
+
+
 def default_reply(req: Recorded) -> Reply:
     body = req.json if isinstance(req.json, dict) else {}
     path = req.path
@@ -245,6 +315,9 @@ def default_reply(req: Recorded) -> Reply:
             if req.query.get("alt") == ["sse"]:
                 return Reply.sse(gemini_sse(model))
             return Reply.sse(gemini_array(model), content_type="application/json")
+    if req.method == "POST" and path.endswith("/responses"):
+        model = str(body.get("model", ""))
+        return Reply.sse(responses_stream(model)) if body.get("stream") else Reply(json=responses_object(model))
     return Reply(404, json={"error": {"message": f"fake upstream: no route for {req.method} {path}"}})
 
 
