@@ -47,7 +47,8 @@ STATUS_KIND = {
 # Anthropic and the servers that copy them) -> kind. What each dialect writes to its clients is
 # its encoder's `error_object` (kind -> its own names).
 ERROR_TYPE_KIND = {
-    "invalid_request_error": "invalid_request", "authentication_error": "authentication",
+    "invalid_request_error": "invalid_request", "invalid_prompt": "invalid_request",
+    "authentication_error": "authentication",
     "billing_error": "billing", "insufficient_quota": "billing", "permission_error": "permission",
     "not_found_error": "not_found", "request_too_large": "request_too_large",
     "rate_limit_error": "rate_limit", "rate_limit_exceeded": "rate_limit", "api_error": "api_error",

@@ -79,7 +79,7 @@ def _string_at(buf: bytes, j: int) -> str | None:
 
 
 class Passthrough:
-    __slots__ = ("dialect", "_rules", "_third", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
+    __slots__ = ("dialect", "_rules", "_third", "_counter_key", "_count", "_klen", "_fast", "_tail", "_pending", "_finishing", "done",
                  "_array", "_failure", "_error_event", "finish", "_ready", "_null_end")
 
     def __init__(self, dialect: str | Dialect, sse: bool = True) -> None:
@@ -90,6 +90,8 @@ class Passthrough:
         end = d.stream_end
         self._rules = (end.marker, end.field, end.marker2, end.field2, end.finish_key)
         self._third = (end.marker3, end.field3) if end.marker3 is not None else None
+        self._counter_key = end.counter_key
+        self._count = -1             # the last value of the counter key seen (Responses)
         # the one-event fast path: the markers that can open a `data: ` line's value
         self._fast = tuple(m for m in (end.marker, end.marker2) if m and m[:1] == b"{") \
             if end.one_line_events else None
@@ -179,6 +181,8 @@ class Passthrough:
                 if i != -1 and _on_a_line(buf, v3, f3, i):
                     self.done = True
                     return chunk
+        if self._counter_key is not None:
+            self._counted(buf)
         # (a key wholly inside the tail was decided by the previous feed, unless `_pending`)
         t = len(tail) - self._klen
         self._pending, pending = False, self._pending
@@ -197,6 +201,22 @@ class Passthrough:
                 self._pending = j == -2
         self._tail = buf[-_KEEP:]
         return chunk
+
+    def _counted(self, buf: bytes) -> None:
+        """Remember the last whole value of the counter key in ``buf``."""
+        key = self._counter_key
+        i = buf.rfind(key)
+        while i != -1:
+            j = i + len(key)
+            while j < len(buf) and buf[j] in _WS:
+                j += 1
+            k = j
+            while k < len(buf) and 48 <= buf[k] <= 57:
+                k += 1
+            if k > j and k < len(buf):   # digits ended inside the buffer: the whole number
+                self._count = int(buf[j:k])
+                return
+            i = buf.rfind(key, 0, i)
 
     def _finish_value(self, buf: bytes, i: int) -> int:
         """Where the first non-null value of the finish key (at `i` or later) starts: -1 none,
@@ -228,7 +248,7 @@ class Passthrough:
         self.done = True
         self._ready = False
         self._failure = err.message
-        ev = self._error_event(err)
+        ev = self._error_event(err) if self._counter_key is None else self._error_event(err, self._count + 1)
         t = self._tail
         if t == b"\n" or t.endswith(_EVENT_END):     # at an event boundary
             return ev

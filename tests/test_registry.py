@@ -278,3 +278,19 @@ def test_api_md_lists_the_forwarding_table_of_the_records():
         assert set(re.findall(r"`([a-z0-9-]+)`", headers)) == {h.decode() for h in d.forwarded_headers}
         want = {f"{k}={v}" for k, vs in d.forwarded_query.items() for v in vs}
         assert set(re.findall(r"`([a-z]+=[a-z]+)`", query)) == want
+
+
+def test_responses_relay_cut_continues_the_sequence():
+    """The error event after a cut relayed Responses stream numbers itself after the last event
+    the client got, however the stream was split (a number split across reads included)."""
+    body = (b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+            b'"delta":"\\"sequence_number\\":99","sequence_number":12}\n\n'
+            b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+            b'"sequence_number":137,"delta":"x"}\n\n')
+    for cut in range(len(body) + 1):
+        p = Passthrough(DIALECTS["responses"])
+        assert p.feed(body[:cut]) + p.feed(body[cut:]) == body
+        ev = p.close()
+        data = orjson.loads(ev.split(b"data: ", 1)[1])
+        assert data["type"] == "error" and data["sequence_number"] == 138, cut

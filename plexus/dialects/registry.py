@@ -102,6 +102,8 @@ class StreamEnd(NamedTuple):
     one_line_events: bool = False   # every event is one `data: {...}` line (OpenAI): Passthrough's fast path
     marker3: bytes | None = None
     field3: bytes | None = None
+    counter_key: bytes | None = None  # events are numbered by this key (Responses sequence_number):
+                                      # the error event after a cut continues the count
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -221,7 +223,8 @@ DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (
         model_and_stream=_rr.model_and_stream,
         request=_rr, build=None, decode=None, encode=_re,
         stream_end=StreamEnd(b"response.completed", b"event:", b"response.failed", b"event:",
-                             b'"incomplete_details":', marker3=b"error", field3=b"event:"),
+                             b'"incomplete_details":', marker3=b"error", field3=b"event:",
+                             counter_key=b'"sequence_number":'),
         upstream_path=_fixed("/responses"),
         auth=(b"authorization", b"Bearer "),
         relay_to="responses",

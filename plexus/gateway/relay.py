@@ -73,10 +73,14 @@ def _error_event(block: bytes) -> tuple[int, str] | None:
             event = value
         elif name == b"data":
             data += value
-    if event != b"error" and not data.startswith(b'{"error"'):
+    failed = event == b"response.failed"   # a Responses API stream that failed
+    if event != b"error" and not failed and not data.startswith(b'{"error"'):
         return None
     try:
         obj = orjson.loads(data)
+        if failed:
+            r = obj.get("response") if isinstance(obj, dict) else None
+            obj = r if isinstance(r, dict) else {}
         err = obj.get("error") if isinstance(obj, dict) else None
         if err is None and isinstance(obj, dict) and obj.get("type") == "error":
             err = obj            # a Responses API error event: {"type":"error","code","message"}
@@ -89,7 +93,8 @@ def _error_event(block: bytes) -> tuple[int, str] | None:
         kind = ERROR_TYPE_KIND.get(code)   # Responses: the kind is in `code` (rate_limit_exceeded, ...)
     status = KIND_STATUS.get(kind) if kind else (code if isinstance(code, int) and 400 <= code < 600 else 500)
     message = err.get("message") if isinstance(err, dict) else None
-    return status, f"error event {etype or ''}: {message or ''}".strip(": ")
+    name = etype if isinstance(etype, str) and etype != "error" else code if isinstance(code, str) else ""
+    return status, f"error event {name}: {message or ''}".strip(": ")
 
 
 def _content_type(raw: list[tuple[bytes, bytes]]) -> str:

@@ -202,8 +202,9 @@ def stream_usage(dialect: str, first: bytes, tail: bytes,
         if dialect == "openai":
             cost = _reported_cost(obj)
     fr = _finish_value(tail, _FINISH[dialect])
-    if fr is None and dialect == "responses" and obj is not None:
-        fr = "completed"   # (the usage comes with response.completed; incomplete ones name a reason)
+    if fr is None and dialect == "responses":
+        # the usage comes with response.completed (incomplete ones name a reason), none with a failure
+        fr = "failed" if tail.find(b"response.failed") != -1 else "completed" if obj is not None else None
     return u, STOPS[dialect].to_ir(fr) if fr is not None else None, cost
 
 

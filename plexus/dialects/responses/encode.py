@@ -48,8 +48,9 @@ is done at once; more thinking opens a new one). At end() (usage may follow fini
   "server_error": the SDK's ResponseError codes), output = the items done so far, usage null;
   the open item is not closed, nothing follows. close() without end()/error() → the same with
   502 "upstream stream ended early".
-- `error_event(err)` is the `event: error` payload {type "error", code, message, param,
-  sequence_number 0} the gateway writes when it has no stream state (no sequence to continue);
+- `error_event(err, seq=0)` is the `event: error` payload {type "error", code, message, param,
+  sequence_number} the gateway writes when it has no encoder state: a relayed stream that was
+  cut (stream.Passthrough passes the sequence number after the last one it saw);
   `error_object` is OpenAI's error body ({"error": {message, type, param, code}}), the same as
   the Chat Completions dialect's.
 - Speed: byte templates per item (made when it opens), orjson.dumps of the delta string only,
@@ -80,11 +81,12 @@ def error_code(err: GatewayError) -> str:
     return "invalid_prompt" if err.kind == "invalid_request" else "server_error"
 
 
-def error_event(err: GatewayError) -> bytes:
-    """The `event: error` that ends a started stream the gateway has no state of."""
+def error_event(err: GatewayError, seq: int = 0) -> bytes:
+    """The `event: error` that ends a started stream the gateway has no state of; ``seq``: its
+    sequence_number (a relay passes the one after the last it saw)."""
     return b"event: error\ndata: " + _dumps({
         "type": "error", "code": err.code or error_code(err), "message": err.message,
-        "param": err.param, "sequence_number": 0}) + b"\n\n"
+        "param": err.param, "sequence_number": seq}) + b"\n\n"
 
 
 # ============================================================== non-stream
