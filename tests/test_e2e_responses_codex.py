@@ -14,7 +14,7 @@ no other provider type runs) calls the namespaced function; Codex must see `name
 with the thinking signature it gave (Anthropic `signature`, Gemini `thoughtSignature` on the
 functionCall) byte for byte; the final answer is a message. The relay gets Codex's bytes (only the
 model changed) and Codex gets OpenAI's. Requests are raw httpx with Codex's exact JSON and
-headers, the SSE parsed by hand (tests/test_e2e_responses.py `check_stream`); then the openai
+headers, the SSE parsed by hand (tests/responses_world.py `check_stream`); then the openai
 SDK replays turn 2 and must read the same answer.
 """
 
@@ -27,19 +27,11 @@ import pytest
 
 from fake_upstream import Reply, dumps, openai_chunk, responses_object, responses_usage, sse_data, sse_event
 from matrix_cases import ANTHROPIC_SIG, GEMINI_SIG, Answer, anthropic_answer, gemini_answer, received, reply_for
+from responses_world import PROVIDER, check_stream, norm, sse_events, world_fixtures
 from spawn import wait_for
-from test_e2e_responses import PROVIDER, check_stream, norm, sse_events, start_world
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    yield from start_world(tmp_path_factory, "codex", log_level="info")
-
-
-@pytest.fixture
-def w(world):
-    world.fake.reset()
-    return world
+world, w = world_fixtures("codex", log_level="info")
 
 
 BASE_PROMPT = ("You are Codex, based on GPT-5. You are running as a coding agent in the Codex CLI on a "

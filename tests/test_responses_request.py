@@ -1,12 +1,13 @@
 """Responses API requests: model_and_stream and parse_request (client body -> IR), then the IR
 built for each provider type.
 
-Theory: every mapping listed in plexus/dialects/responses/request.py is pinned by a table row;
-every malformed body is a 400 invalid_request naming the param; a Codex-shaped conversation
-(developer prompt as the first item, function + namespace + hosted tools, reasoning items sent
-back with encrypted_content) parses and builds into a body each provider's SDK types accept,
-with flat tool names, no hosted tool, and each provider's own signatures restored from the
-reasoning items Plexus wrapped. Random bodies never raise anything but a GatewayError.
+Theory: every mapping listed in plexus/dialects/responses/request.py (and content.py, for content
+parts) is pinned by a table row; every malformed body is a 400 invalid_request naming the param;
+a Codex-shaped conversation (developer prompt as the first item, function + namespace + hosted
+tools, reasoning items sent back with encrypted_content) parses and builds into a body each
+provider's SDK types accept, with flat tool names, no hosted tool, and each provider's own
+signatures restored from the reasoning items Plexus wrapped. Random bodies never raise anything
+but a GatewayError.
 """
 
 from __future__ import annotations

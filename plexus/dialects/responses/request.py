@@ -7,13 +7,8 @@ Input
 - `instructions` -> req.system. `input`: a string (one user message) or an array of items.
 - Messages ({"type": "message"}, or a `role` and no `type`): system/developer ones before any
   other item -> req.system (after instructions), later ones -> Message("system"). Content: a
-  string or parts: input_text / output_text / refusal -> Text; input_image {image_url: base64
-  data URL or http(s)} -> Image; input_file {file_data (data URL or raw base64), file_url,
-  filename} -> Image(media_type), the IR's binary attachment (Anthropic document, Gemini inline
-  data, OpenAI file part); media type: the data URL's, else by extension (filename, then URL),
-  else application/pdf. Inline data of a text type, or of an unknown type that decodes as UTF-8
-  (not "%PDF"), becomes a Text (filename on its own first line): every provider reads text, few
-  take text attachments. file_id -> 400 (Plexus keeps no files). Images/files: user only.
+  string or parts, read by content.py (`parse_content`): input_text / output_text / refusal ->
+  Text; input_image / input_file -> Image (a text attachment -> Text); images/files: user only.
 - Assistant output in a row (assistant messages, reasoning, function_call, custom_tool_call) ->
   ONE Message("assistant") (one chat turn), in order; dropped items do not end it.
   function_call {call_id, name, namespace?, arguments} -> ToolCall(call_id, flat_name(namespace,
@@ -68,21 +63,18 @@ Parameters
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 import orjson
 
 from ... import ir
 from ...errors import invalid
 from ..common import body_model, body_stream
 from ..openai.request import EFFORTS
+from .content import _text, parse_content
 from .names import flat_name, unwrap_reasoning
 
 __all__ = ["parse_request", "model_and_stream"]
 
 _ROLES = frozenset(("user", "assistant", "system", "developer"))
-_TEXT_KEY = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
 _HOSTED_ITEMS = frozenset((  # items of tools only OpenAI runs, and of its stored state
     "web_search_call", "file_search_call", "computer_call", "computer_call_output", "code_interpreter_call",
     "image_generation_call", "local_shell_call", "local_shell_call_output", "shell_call", "shell_call_output",
@@ -96,13 +88,6 @@ _ECHO = ("instructions", "tools", "tool_choice", "parallel_tool_calls", "max_out
          "temperature", "top_p", "top_logprobs", "reasoning", "text", "truncation", "store", "user", "metadata",
          "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier")
 _OPENAI_KEYS = ("prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier")
-_OX = "application/vnd.openxmlformats-officedocument."
-_MIME = {"pdf": "application/pdf", "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
-         "gif": "image/gif", "webp": "image/webp", "txt": "text/plain", "md": "text/markdown",
-         "csv": "text/csv", "json": "application/json", "docx": _OX + "wordprocessingml.document",
-         "xlsx": _OX + "spreadsheetml.sheet", "pptx": _OX + "presentationml.presentation"}
-_TEXT_TYPES = frozenset(("application/json", "application/xml", "application/yaml", "application/x-yaml",
-                         "application/javascript", "application/x-sh"))
 
 
 # ================================================================== the gateway's first look
@@ -259,14 +244,14 @@ def _item(it, w: str, conv: _Conversation) -> None:
         if type(role) is not str or role not in _ROLES:
             raise invalid(f"{w}.role must be user, assistant, system or developer (got {role!r})", f"{w}.role")
         if role in ("system", "developer"):
-            texts = _content(it.get("content"), f"{w}.content", "system")
+            texts = parse_content(it.get("content"), f"{w}.content", "system")
             if conv.leading:
                 conv.req.system.extend(texts)
             else:
                 conv.message("system", texts)
             return
         conv.leading = False
-        parts = _content(it.get("content"), f"{w}.content", role)
+        parts = parse_content(it.get("content"), f"{w}.content", role)
         if role == "user":
             conv.message("user", parts)
         else:
@@ -291,7 +276,7 @@ def _item(it, w: str, conv: _Conversation) -> None:
         conv.say(ir.ToolCall(cid, flat, args))
     elif t == "function_call_output" or t == "custom_tool_call_output":
         cid, out = _str(it, "call_id", w), it.get("output")
-        content = out if isinstance(out, str) else "" if out is None else _content(out, f"{w}.output", "user")
+        content = out if isinstance(out, str) else "" if out is None else parse_content(out, f"{w}.output", "user")
         name = conv.calls.get(cid) or (_text(it.get("name")) and flat_name(_ns(it), it["name"]))
         conv.result(ir.ToolResult(cid, content, name=name))
     elif t == "reasoning":
@@ -313,90 +298,6 @@ def _item(it, w: str, conv: _Conversation) -> None:
     elif t not in _HOSTED_ITEMS:
         raise invalid(f"{w}.type: unsupported item type {t!r}", f"{w}.type")
 
-
-def _content(c, w: str, role: str) -> list:
-    """A message's (or a tool output's) content: a string or parts. Empty assistant texts are
-    skipped; images and files only for "user"."""
-    if isinstance(c, str):
-        return [ir.Text(c)] if c or role != "assistant" else []
-    if not isinstance(c, list):
-        raise invalid(f"{w} must be a string or an array of content parts", w)
-    out: list = []
-    for j, p in enumerate(c):
-        pw = f"{w}[{j}]"
-        t = p.get("type") if isinstance(p, dict) else None
-        key = _TEXT_KEY.get(t) if type(t) is str else None
-        if key is not None:
-            if not isinstance(s := p.get(key), str):
-                raise invalid(f"{pw}.{key} must be a string", f"{pw}.{key}")
-            if s or role != "assistant":
-                out.append(ir.Text(s))
-        elif t in ("input_image", "input_file"):
-            if role != "user":
-                raise invalid(f"{pw}: {role} messages take text only (got {t})", pw)
-            out.append(_image(p, pw) if t == "input_image" else _file(p, pw))
-        else:
-            raise invalid(f"{pw}: unsupported content part type {t!r} (expected input_text, "
-                          "input_image, input_file, output_text or refusal)", pw)
-    return out
-
-
-def _image(p: dict, w: str) -> ir.Image:
-    url = _text(p.get("image_url")) or ""
-    if not url and p.get("file_id") is not None:
-        raise invalid(f"{w}.file_id: Plexus keeps no files: send image_url", f"{w}.file_id")
-    if url.startswith("data:"):
-        mt, data = _data_url(url, f"{w}.image_url")
-        return ir.Image(media_type=mt, data=data)
-    if url.startswith(("https://", "http://")):
-        return ir.Image(url=url)
-    raise invalid(f"{w}.image_url must be an http(s) URL or a base64 data URL", f"{w}.image_url")
-
-
-def _file(p: dict, w: str):
-    data, url, fname = _text(p.get("file_data")), _text(p.get("file_url")), _text(p.get("filename"))
-    if data:
-        mt = None
-        if data.startswith("data:"):
-            mt, data = _data_url(data, f"{w}.file_data")
-        mt = mt or _ext_type(fname)
-        if mt is None or mt.startswith("text/") or mt in _TEXT_TYPES:
-            text = _decoded(data)
-            if text is not None:
-                return ir.Text(f"{fname}\n{text}" if fname else text)
-        return ir.Image(media_type=mt or "application/pdf", data=data)
-    if url:
-        if not url.startswith(("https://", "http://")):
-            raise invalid(f"{w}.file_url must be an http(s) URL", f"{w}.file_url")
-        mt = _ext_type(fname) or _ext_type(url.split("?", 1)[0].split("#", 1)[0])
-        return ir.Image(media_type=mt or "application/pdf", url=url)
-    if p.get("file_id") is not None:
-        raise invalid(f"{w}.file_id: Plexus keeps no files: send file_data or file_url", f"{w}.file_id")
-    raise invalid(f"{w}: input_file needs file_data or file_url", w)
-
-
-def _data_url(url: str, w: str) -> tuple[str | None, str]:
-    head, sep, data = url.partition(",")
-    if not sep or not head.endswith(";base64"):
-        raise invalid(f"{w}: a data URL must be base64 (data:<type>;base64,<data>)", w)
-    return head[5:-7].split(";", 1)[0] or None, data
-
-
-def _ext_type(name: str | None) -> str | None:
-    if not name or "." not in name.rsplit("/", 1)[-1]:
-        return None
-    return _MIME.get(name.rpartition(".")[2].lower())
-
-
-def _decoded(data: str) -> str | None:
-    """The UTF-8 text of base64 `data`; None for invalid base64, a PDF or binary data."""
-    try:
-        raw = base64.b64decode(data)
-        if raw.startswith(b"%PDF") or b"\0" in raw:
-            return None
-        return raw.decode("utf-8")
-    except (binascii.Error, ValueError):          # (UnicodeDecodeError is a ValueError)
-        return None
 
 
 # ================================================================== tools
@@ -490,11 +391,6 @@ def _format(f) -> dict | None:
 
 
 # ================================================================== small checks
-
-def _text(v) -> str | None:
-    """v if it is a non-empty string, else None."""
-    return v if type(v) is str and v else None
-
 
 def _of(*types):
     return lambda v: type(v) in types
