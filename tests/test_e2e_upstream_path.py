@@ -48,7 +48,7 @@ def test_upstream_connections_are_reused_over_many_calls(fake, plexus, openai_cl
 
 # ---------------------------------------------------------------- what crosses to the provider
 
-BASE_HEADERS = {"host", "content-length", "content-type"}
+BASE_HEADERS = {"host", "content-length", "content-type", "x-request-id"}  # (the gateway's request id)
 NOISE = {"openai-organization": "org-client", "openai-project": "proj-client", "cookie": "a=b",
          "x-goog-api-key": CLIENT_KEY, "user-agent": "client-agent/1", "x-stainless-lang": "python",
          "x-forwarded-for": "10.1.1.1", "anthropic-dangerous-direct-browser-access": "true",

@@ -41,7 +41,10 @@ def varied(n: int) -> list[Usage]:
             cached_tokens=None if i % 2 else i // 2, cache_write_tokens=None, reasoning_tokens=None,
             cost=None if i % 7 == 0 else i * 0.001, duration_ms=float((i * 37) % 101),
             ttft_ms=None if i % 4 == 0 else float((i * 13) % 53),
-            tokens_per_second=None if i % 7 == 0 else float(i % 11)))
+            tokens_per_second=None if i % 7 == 0 else float(i % 11),
+            request_id=f"client-{i % 6}" if i % 2 else None))
+        if out[-1].request_id is None:
+            out[-1].request_id = out[-1].id   # no client id: the record's own
     return out
 
 
@@ -256,6 +259,7 @@ FILTER_CASES = [
     {"alias": "smart"}, {"provider": "p2"}, {"model": "m3"}, {"key": "k2"}, {"dialect": "gemini"},
     {"status": "error"}, {"status": "success"}, {"min_duration_ms": 50}, {"max_duration_ms": 10},
     {"min_duration_ms": 20, "max_duration_ms": 30, "alias": "fast"}, {"alias": "nope"},
+    {"request_id": "client-3"},
 ]
 
 

@@ -62,6 +62,7 @@ FILTERS = {
     "key": ('"key" = {}', _TEXT),
     "dialect": ('"dialect" = {}', _TEXT),
     "status": ('"status" = {}', _TEXT),
+    "request_id": ('"request_id" = {}', _TEXT),
 }
 
 

@@ -56,7 +56,7 @@ _INSERT = f"INSERT OR IGNORE INTO usage ({_COLUMNS}) VALUES ({', '.join('?' * le
 # writer ~0.5 us per row (alias, provider, key: 7.2 -> 5.7 us per row measured); the other
 # filters scan the rows of the range.
 _INDEXED = ("time",)
-_MULTI = 200  # rows per INSERT statement (200 x 27 values: under SQLite's 32766 parameters)
+_MULTI = 200  # rows per INSERT statement (200 x 29 values: under SQLite's 32766 parameters)
 _INSERT_MULTI = (f"INSERT OR IGNORE INTO usage ({_COLUMNS}) VALUES "
                  + ", ".join(["(" + ", ".join("?" * len(FIELDS)) + ")"] * _MULTI))
 # errors caused by one row's values, not by the database: drop the row, keep the batch

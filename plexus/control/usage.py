@@ -11,7 +11,9 @@ provider, taken from the provider's own usage report, never estimated):
     cache_write_tokens  prompt tokens written to the cache (Anthropic cache_creation_input_tokens)
     reasoning_tokens    the reasoning/thinking share of output_tokens, when reported
 
-Times are milliseconds; `time` is the unix time the request arrived. `status` is one of
+Times are milliseconds; `time` is the unix time the request arrived. `id` is unique (the
+primary key); `request_id` is the client's `x-request-id` when it sent a valid one (clients may
+reuse theirs), else the same as `id`. `bytes`: response body bytes written to the client. `status` is one of
 `success`, `error` (the client got an error answer), `error_stream` (a stream that started and
 ended in an error event), `client_closed` (the client went away before its answer was complete).
 """
@@ -28,7 +30,7 @@ FIELDS = (
     "id", "time", "key", "client_ip", "dialect", "endpoint", "alias", "attempts", "provider", "model",
     "provider_type", "stream", "passthrough", "status", "http_status", "input_tokens", "output_tokens",
     "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "duration_ms", "ttft_ms",
-    "tokens_per_second", "finish_reason", "overhead_ms", "error",
+    "tokens_per_second", "finish_reason", "overhead_ms", "error", "request_id", "bytes",
 )
 
 # SQL column types, in FIELDS order (INTEGER for booleans, 0/1)
@@ -36,7 +38,7 @@ SQL_TYPES = (
     "TEXT PRIMARY KEY", "REAL", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "INTEGER", "TEXT", "TEXT",
     "TEXT", "INTEGER", "INTEGER", "TEXT", "INTEGER", "INTEGER", "INTEGER",
     "INTEGER", "INTEGER", "INTEGER", "REAL", "REAL", "REAL",
-    "REAL", "TEXT", "REAL", "TEXT",
+    "REAL", "TEXT", "REAL", "TEXT", "TEXT", "INTEGER",
 )
 
 
@@ -60,8 +62,10 @@ class Usage:
         self.duration_ms = 0.0
         self.overhead_ms = None
         self.error = None
+        self.request_id = id  # the client's valid x-request-id, else the record's own id
+        self.bytes = 0        # response body bytes written to the client
         self.src = None       # where the usage is: see gateway/accounting.py
-        self.facts = None     # (t0, end, first_at, upstream_s, target) perf_counter times
+        self.facts = None     # (t0, end, first_at, upstream_s, target, resp): perf_counter times, ...
         self.capture = None   # the debug capture, when one matched
 
     def finish(self, duration_ms: float) -> None:

@@ -3,8 +3,8 @@
 Theory: the request path does the least it can for accounting, because every line it runs per
 request shows in the gateway's per-request cost: it stores references (the parsed answer, the
 stream's first and last reads, the translator's encoder) in `rec.src` and a tuple of clock
-readings and the target in `rec.facts`, then hands the record to the control plane's queue. The
-plane settles queued records in batches (control/plane.py), where the same code runs for many
+readings, the target and the client's response (for the bytes it was sent) in `rec.facts`,
+then hands the record to the control plane's queue. The plane settles queued records in batches (control/plane.py), where the same code runs for many
 records in a row. Settling reads the usage (gateway/usage_tap.py: the provider's own report),
 the finish reason, and derives the target fields, cost, TTFT, tokens per second and overhead.
 
@@ -46,7 +46,8 @@ def settle(rec) -> None:
     if facts is None:
         return
     rec.facts = None
-    t0, end, first_at, upstream_s, target = facts
+    t0, end, first_at, upstream_s, target, resp = facts
+    rec.bytes = resp.sent if resp is not None else 0
     duration = (end - t0) * 1000.0
     if target is not None:
         p = target.provider

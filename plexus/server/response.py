@@ -42,7 +42,7 @@ class Response:
     """The response to one request; handed to the handler with the request."""
 
     __slots__ = ("_proto", "_transport", "_flow", "loop", "started", "finished", "keep_alive",
-                 "_chunked_ok", "_head_only", "_mode")
+                 "_chunked_ok", "_head_only", "_mode", "sent")
 
     def __init__(self, proto: "HttpProtocol", keep_alive: bool, chunked_ok: bool, head_only: bool):
         self._proto = proto
@@ -55,6 +55,7 @@ class Response:
         self._chunked_ok = chunked_ok  # HTTP/1.1 peer
         self._head_only = head_only  # HEAD request: headers only
         self._mode = _NONE
+        self.sent = 0  # body bytes handed to the transport (for the access log / usage record)
 
     @property
     def client_ip(self) -> str:
@@ -75,6 +76,7 @@ class Response:
             raise RuntimeError("response already started")
         self.started = self.finished = True
         write = self._transport.write
+        self.sent = len(body)
         if status >= 200 and status != 204 and status != 304:
             head = fixed_head(status, headers, len(body), self.keep_alive)
             if self._head_only or not body:
@@ -107,6 +109,7 @@ class Response:
             self.keep_alive = False
             head = close_delimited_head(status, headers)
         if data:
+            self.sent += len(data)
             if self._mode == _CHUNKED:
                 head += b"%x\r\n%b\r\n" % (len(data), data)
             elif self._mode == _RAW:
@@ -131,6 +134,7 @@ class Response:
                 raise asyncio.CancelledError()
             if self._proto.closing or self._mode != mode:
                 return
+        self.sent += len(data)
         if mode == _CHUNKED:
             self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         elif mode == _RAW:
@@ -142,6 +146,7 @@ class Response:
         if self._proto.closing:
             return False
         mode = self._mode
+        self.sent += len(data)
         if mode == _CHUNKED:
             self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         elif mode == _RAW:
@@ -176,6 +181,7 @@ class Response:
             raise RuntimeError("end() without a started, unfinished streamed response")
         self._mode = _NONE
         self.finished = True
+        self.sent += len(data)
         if mode == _CHUNKED:
             self._transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if data else LAST_CHUNK)
         elif mode == _RAW and data:
