@@ -63,7 +63,7 @@ def child_env(env: dict | None = None) -> dict:
 
 @contextlib.contextmanager
 def start_plexus(config_yaml_text: str, tmp_path, env: dict | None = None, log_level: str = "warning",
-                 startup_timeout: float = 20):
+                 startup_timeout: float = 20, args: tuple = ()):
     tmp_path = Path(tmp_path)
     cfg = tmp_path / "plexus.yaml"
     cfg.write_text(config_yaml_text)
@@ -72,7 +72,7 @@ def start_plexus(config_yaml_text: str, tmp_path, env: dict | None = None, log_l
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "plexus", "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", log_level],
+             "--log-level", log_level, *args],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=child_env(env), cwd=tmp_path)
     run = PlexusRun(proc, port, log)
     try:

@@ -28,7 +28,7 @@ models:
 FAKE_APP_RUNNER = textwrap.dedent("""\
     import sys, types
     app = types.ModuleType("plexus.app")
-    def run(config, *, host, port):
+    def run(config, *, host, port, **opts):
         print(f"RUN {host} {port} {len(config.aliases)}", flush=True)
         return 0
     app.run = run
@@ -126,7 +126,7 @@ def fake_app(monkeypatch):
     monkeypatch.setattr(root, "level", root.level)
     calls = []
     app = types.ModuleType("plexus.app")
-    app.run = lambda config, *, host, port: calls.append((config, host, port)) or 0
+    app.run = lambda config, *, host, port, **opts: calls.append((config, host, port)) or 0
     monkeypatch.setitem(sys.modules, "plexus.app", app)
     for var in ("PLEXUS_PORT", "PLEXUS_CONFIG", "PLEXUS_T_KEY"):
         monkeypatch.delenv(var, raising=False)
@@ -240,3 +240,19 @@ def test_keys_silence_the_exposure_warning(fake_app, tmp_path, caplog):
         assert main(["--config", str(path), "--host", "0.0.0.0"]) == 0
     assert EXPOSED not in caplog.text and "sk-team-1" not in caplog.text
     assert [k.name for k in fake_app[-1][0].keys] == ["team"]
+
+
+def test_test_request_subcommand(tmp_path):
+    """`plexus test-request ...` is the test-request tool (plexus/test_request.py)."""
+    p = subprocess.run([sys.executable, "-m", "plexus", "test-request", "--help"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "plexus test-request" in p.stdout and "alias" in p.stdout
+
+
+def test_workers_flag_is_checked(tmp_path):
+    (tmp_path / "plexus.yaml").write_text(
+        "providers:\n  p: {type: OpenAI, api_base_url: 'http://127.0.0.1:9/v1', models: [m]}\n"
+        "models:\n  a: {targets: [{provider: p, model: m}]}\n")
+    p = subprocess.run([sys.executable, "-m", "plexus", "--config", "plexus.yaml", "--workers", "0"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--workers must be a positive number or auto" in p.stderr

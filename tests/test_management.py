@@ -86,6 +86,7 @@ class World:
         self.gw = FakeGateway(config)
         loop = asyncio.get_running_loop()
         self.plane = SimpleNamespace(store=FakeStore(), metrics=Metrics(), events=EventHub(), debug=DebugLog(10),
+                                     peers=None,
                                      reloader=Reloader(self.gw, str(self.path), loop, interval=0.05, settle=0.05))
         self.mgmt = Management(self.gw, self.plane, heartbeat=0.2, max_queue=5)
         self.gw.plane = self.plane

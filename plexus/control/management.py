@@ -337,4 +337,6 @@ class Management:
             raise ApiError(404, "metrics are disabled in this gateway's config")
         ctype = m.CONTENT_TYPE
         self._settle()  # a scrape sees every request that has ended
-        resp.send(200, [(b"content-type", ctype.encode() if isinstance(ctype, str) else ctype)], m.render())
+        peers = self.plane.peers  # other workers: their last snapshots are added (supervisor.py)
+        body = m.render(peers.others()) if peers is not None else m.render()
+        resp.send(200, [(b"content-type", ctype.encode() if isinstance(ctype, str) else ctype)], body)

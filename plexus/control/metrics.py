@@ -197,18 +197,75 @@ class Metrics:
             h = self._overhead[dialect] = _hist(len(OVERHEAD_BUCKETS))
         return h
 
+    # ---- other workers (supervisor.py) --------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """Everything counted, as JSON-able data (a worker's file for the others' scrapes), with
+        the unlabelled gauges' current values."""
+        slots = [[*k, s.requests, s.attempts, s.failovers, s.input, s.output, s.cached, s.cache_write,
+                  s.reasoning, s.cost, s.duration, s.ttft, s.upstream] for k, s in self._slots.items()]
+        gauges = {}
+        for name, _, label_names, fn in self._gauges:
+            if not label_names:
+                try:
+                    gauges[name] = float(fn())
+                except Exception:
+                    pass
+        return {"slots": slots, "overhead": [[d, h] for d, h in self._overhead.items()],
+                "codes": [[c, n] for c, n in self._codes.items()], "gauges": gauges}
+
+    def absorb(self, snap: dict) -> None:
+        """Add a snapshot's counts to these (its gauges are not counts: see `render`)."""
+        for row in snap.get("slots", ()):
+            k = tuple(row[:4])
+            s = self._slots.get(k)
+            if s is None:
+                s = self._slots[k] = _Slot()
+            s.requests += row[4]
+            s.attempts += row[5]
+            s.failovers += row[6]
+            for attr, v in zip(("input", "output", "cached", "cache_write", "reasoning", "cost"), row[7:13]):
+                if v is not None:
+                    old = getattr(s, attr)
+                    setattr(s, attr, v if old is None else old + v)
+            for h, add in zip((s.duration, s.ttft, s.upstream), row[13:16]):
+                for i, v in enumerate(add):
+                    h[i] += v
+        for d, add in snap.get("overhead", ()):
+            h = self._overhead.get(d)
+            if h is None:
+                h = self._overhead[d] = _hist(len(OVERHEAD_BUCKETS))
+            for i, v in enumerate(add):
+                h[i] += v
+        for c, n in snap.get("codes", ()):
+            self._codes[c] = self._codes.get(c, 0) + n
+
     # ---- scrape time -----------------------------------------------------------------------
 
-    def render(self) -> bytes:
-        """The text exposition (format 0.0.4) of every family, then the gauges that could be read."""
+    def render(self, others: list | tuple = ()) -> bytes:
+        """The text exposition (format 0.0.4) of every family, then the gauges that could be read.
+        ``others``: the other workers' snapshots, added to these counts; their unlabelled gauges
+        (open connections, active streams) are added to this worker's values."""
+        if others:
+            merged = Metrics(max_series=self.max_series)
+            merged.absorb(self.snapshot())
+            for snap in others:
+                merged.absorb(snap)
+            families = merged._families()
+        else:
+            families = self._families()
         out: list[str] = []
-        for name, kind, help, label_names, rows in self._families():
+        for name, kind, help, label_names, rows in families:
             if kind == "histogram":
                 _write_histogram(out, name, help, label_names, *rows)
             else:
                 _write_family(out, name, kind, help, label_names, rows)
-        for gauge in self._gauges:
-            out.extend(self._read_gauge(*gauge))
+        for name, help, label_names, fn in self._gauges:
+            if others and not label_names:
+                extra = sum(float(snap.get("gauges", {}).get(name, 0.0)) for snap in others)
+                out.extend(self._read_gauge(name, help, label_names, lambda fn=fn, extra=extra: fn() + extra))
+            else:
+                out.extend(self._read_gauge(name, help, label_names, fn))
         return "".join(out).encode("utf-8", "replace")
 
     def _families(self) -> Iterator[tuple]:

@@ -50,7 +50,7 @@ class _Entry:
 class Cooldowns:
     """Per (provider, model) cooldown state.  ``entries`` is read directly by Router.plan."""
 
-    __slots__ = ("schedule", "entries", "max_entries", "_lapse")
+    __slots__ = ("schedule", "entries", "max_entries", "_lapse", "listener")
 
     def __init__(self, schedule: Sequence[float] = DEFAULT_SCHEDULE, max_entries: int = MAX_ENTRIES) -> None:
         if not schedule or any(not (s > 0 and math.isfinite(s)) for s in schedule):
@@ -59,6 +59,9 @@ class Cooldowns:
         self.entries: dict[tuple[str, str], _Entry] = {}
         self.max_entries = max(1, max_entries)
         self._lapse = self.schedule[-1]
+        # told of every change made here (not of `apply`): the other workers' copies follow it
+        # (control/peers.py); None in a single process
+        self.listener = None
 
     def failure(self, key: tuple[str, str], now: float, retry_after: float | None = None,
                 status: int | None = None) -> float:
@@ -85,12 +88,28 @@ class Cooldowns:
             s = self.schedule
             e.until = now + s[e.steps if e.steps < len(s) else -1]
             e.steps += 1
+        if self.listener is not None:
+            self.listener.cooled(key, e, now)
         return e.until
 
     def success(self, key: tuple[str, str]) -> None:
         """A successful attempt: the key is healthy again and its streak is forgotten."""
-        if self.entries:
-            self.entries.pop(key, None)
+        if self.entries and self.entries.pop(key, None) is not None and self.listener is not None:
+            self.listener.healthy(key)
+
+    def apply(self, key: tuple[str, str], until: float, failures: int, steps: int, status: int | None,
+              last_failure: float) -> None:
+        """Another worker's state of ``key`` (times on this clock), taken as it is."""
+        e = self.entries.get(key)
+        if e is None:
+            if len(self.entries) >= self.max_entries:
+                self._shrink(last_failure)
+            e = self.entries[key] = _Entry()
+        e.until, e.failures, e.steps, e.last_status, e.last_failure = until, failures, steps, status, last_failure
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Another worker saw ``key`` answer: forget its streak here too."""
+        self.entries.pop(key, None)
 
     def until(self, key: tuple[str, str]) -> float:
         """The time the key is skipped until (0.0 if it has no failures); cooling iff until > now."""
@@ -105,6 +124,13 @@ class Cooldowns:
         """Forget failures (the management API): all of them, one provider's, or one
         (provider, model)'s; returns how many keys were cleared.  Keys are deleted from
         ``entries`` in place: Router.plan holds that very dict."""
+        n = self.drop(provider, model)
+        if self.listener is not None:
+            self.listener.cleared(provider, model)
+        return n
+
+    def drop(self, provider: str | None = None, model: str | None = None) -> int:
+        """`clear` without telling the listener (a clear another worker made)."""
         if provider is None:
             if model is not None:
                 raise ValueError("clear(model=...) needs the provider too")

@@ -246,7 +246,7 @@ class Router:
         ``status`` is kept for the snapshot); FATAL changes nothing (the request was at fault)."""
         if outcome is OK:
             if self._entries:
-                self._entries.pop(target.key, None)
+                self.cooldowns.success(target.key)
             if ttfb is not None:
                 s = self._latency.get(target.key)
                 if s is not None:
