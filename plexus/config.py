@@ -22,7 +22,7 @@ Anthropic providers default to 4096; other types default to 0, meaning "inject n
 ``models: "*"`` on a provider accepts any model name (catalogues of hundreds, e.g. OpenRouter);
 a provider with a list keeps target models strict.  Layout: this file holds server, upstream
 and providers; config_models.py aliases, targets, timeouts and ``routing:``; config_control.py
-``keys:``, ``admin_key:``, ``usage:``, ``metrics:``, ``debug:`` and a provider's ``pricing:``;
+``keys:``, ``admin_key:``, ``usage:``, ``metrics:``, ``debug:``, ``log:`` and a provider's ``pricing:``;
 config_reader.py the typed value readers.
 
 ``server.host`` defaults to 127.0.0.1: listening on every interface is a decision to write
@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .config_control import (
-    DebugSettings, InboundKey, MetricsSettings, Price, UsageSettings, parse_admin_key, parse_debug, parse_keys,
+    DebugSettings, InboundKey, LogSettings, MetricsSettings, Price, UsageSettings, parse_admin_key, parse_debug,
+    parse_keys, parse_log,
     parse_metrics, parse_networks, parse_pricing, parse_usage,
 )
 from .config_error import ConfigError
@@ -92,6 +93,7 @@ class Provider:
     total_timeout: float = 0.0    # the whole attempt; 0 = no limit
     any_model: bool = False       # `models: "*"`: any model name is accepted (catalogues, OpenRouter)
     pricing: dict[str, Price] = field(default_factory=dict, hash=False)  # upstream model -> $ per token
+    max_inflight: int = 0         # attempts in flight to this provider; beyond: the next target (0 = no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,10 @@ class ServerSettings:
     body_timeout: float = 60.0    # longest gap between two chunks of a request body
     write_timeout: float = 60.0   # longest a response write may wait for a client that reads nothing
     trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For is believed
+    shutdown_grace: float = 30.0  # SIGTERM/SIGINT: seconds requests in flight get to finish
+    max_connections: int = 10000  # open client connections; beyond: 503 and close (0 = no limit)
+    max_inflight: int = 0         # inference requests in flight, gateway-wide; beyond: 503 (0 = no limit)
+    workers: int | str = 1        # worker processes (supervisor.py): a number or "auto" (--workers wins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +125,7 @@ class Config:
     usage: UsageSettings = UsageSettings(enabled=False)  # a Config built in code records nothing
     metrics: MetricsSettings = MetricsSettings()
     debug: DebugSettings = DebugSettings()
+    log: LogSettings = LogSettings()
 
 
 # --------------------------------------------------------------------------- defaults / tables
@@ -127,17 +134,18 @@ SERVER_DEFAULTS = {
     "host": "127.0.0.1", "port": 3000, "max_body_bytes": 32 * 1024 * 1024,
     "max_header_bytes": 32768, "keepalive_timeout": 75.0, "header_timeout": 30.0,
     "body_timeout": 60.0, "write_timeout": 60.0,
+    "shutdown_grace": 30.0, "max_connections": 10000, "max_inflight": 0, "workers": 1,
 }
 UPSTREAM_DEFAULTS = TIMEOUT_DEFAULTS  # the five timeouts: config_models.py explains each
 UPSTREAM_LIMITS = {"max_response_bytes": 64 * 1024 * 1024}
 ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 
 _TOP_KEYS = ("server", "upstream", "providers", "models", "routing", "keys", "admin_key", "usage", "metrics",
-             "debug")
+             "debug", "log")
 _SERVER_KEYS = (*SERVER_DEFAULTS, "trusted_proxies")
 _PROVIDER_KEYS = ("type", "api_base_url", "api_key", "models", "headers", *TIMEOUT_SPELLINGS,
                   "max_response_bytes", "max_tokens", "stream_usage", "reasoning", "ca_file", "tls_verify",
-                  "proxy", "pricing", "responses")
+                  "proxy", "pricing", "responses", "max_inflight")
 _PROVIDER_REQUIRED = ("type", "api_base_url", "models")
 _TYPES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
 _TYPE_NAMES = "OpenAI, Anthropic, Gemini"
@@ -167,7 +175,18 @@ def _server(r: Reader, raw: object) -> ServerSettings:
         body_timeout=r.seconds(get("body_timeout"), "server.body_timeout"),
         write_timeout=r.seconds(get("write_timeout"), "server.write_timeout"),
         trusted_proxies=parse_networks(r, d.get("trusted_proxies"), "server.trusted_proxies"),
+        shutdown_grace=r.number(get("shutdown_grace"), "server.shutdown_grace", "a number of seconds",
+                                "0 (no wait) or a positive number of seconds", zero_ok=True),
+        max_connections=r.integer(get("max_connections"), "server.max_connections", 0),
+        max_inflight=r.integer(get("max_inflight"), "server.max_inflight", 0),
+        workers=_workers(r, get("workers")),
     )
+
+
+def _workers(r: Reader, v: object) -> int | str:
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    return r.integer(v, "server.workers", 1, 1024)
 
 
 def _upstream(r: Reader, raw: object) -> dict:
@@ -273,6 +292,7 @@ def _provider(r: Reader, name: str, raw: object, upstream: dict) -> Provider:
     stream_usage = True if d.get("stream_usage") is None else r.boolean(d["stream_usage"], f"{path}.stream_usage")
     reasoning = True if d.get("reasoning") is None else r.boolean(d["reasoning"], f"{path}.reasoning")
     responses = False if d.get("responses") is None else r.boolean(d["responses"], f"{path}.responses")
+    max_inflight = 0 if d.get("max_inflight") is None else r.integer(d["max_inflight"], f"{path}.max_inflight", 0)
     if responses and ptype != "openai":
         r.fail(f"{path}.responses", "only an OpenAI-type provider can serve the Responses API")
     return Provider(
@@ -282,6 +302,7 @@ def _provider(r: Reader, name: str, raw: object, upstream: dict) -> Provider:
         stream_usage=stream_usage, reasoning=reasoning, responses=responses, **timeouts,
         **_tls_and_proxy(r, d, path, scheme, host, port),
         pricing=parse_pricing(r, d.get("pricing"), f"{path}.pricing", models, any_model),
+        max_inflight=max_inflight,
     )
 
 
@@ -389,10 +410,12 @@ def _sections(r: Reader, data: object) -> Config | None:
         metrics = parse_metrics(r, top.get("metrics"))
     with r.entry():
         debug = parse_debug(r, top.get("debug"))
+    with r.entry():
+        log_settings = parse_log(r, top.get("log"))
     if r.errors:
         return None
     return Config(path=r.file, server=server, providers=providers, aliases=aliases, routing=routing, keys=keys,
-                  admin_key=admin_key, usage=usage, metrics=metrics, debug=debug)
+                  admin_key=admin_key, usage=usage, metrics=metrics, debug=debug, log=log_settings)
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:

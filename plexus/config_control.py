@@ -2,8 +2,8 @@
 
 Sections (all optional; config/plexus.yaml documents each key):
 
-    keys:         name -> {secret, models}: the inbound API keys. No keys = anyone who reaches
-                  the port may call (the CLI warns when that port is not loopback).
+    keys:         name -> {secret, models, max_inflight}: the inbound API keys. No keys =
+                  anyone who reaches the port may call (the CLI warns when that port is not loopback).
     admin_key:    the management API's key; absent or empty -> $PLEXUS_ADMIN_KEY (read from
                   the same env mapping as every ``${VAR}``); "" = management API off.
     usage:        {enabled, path, retention_days}: the usage database.  A relative ``path``
@@ -41,7 +41,8 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from .config_error import ConfigError
 from .config_reader import Reader, join, kind
 
-__all__ = ["DebugSettings", "InboundKey", "MetricsSettings", "Price", "UsageSettings", "USAGE_DEFAULTS",
+__all__ = ["DebugSettings", "InboundKey", "LogSettings", "MetricsSettings", "Price", "UsageSettings", "USAGE_DEFAULTS",
+           "LOG_LEVELS", "ACCESS_LOG_FORMATS", "parse_log",
            "ADMIN_KEY_ENV", "config_dir", "cost", "mask_config_text", "parse_admin_key", "parse_debug",
            "parse_keys", "parse_metrics", "parse_networks", "parse_pricing", "parse_usage"]
 
@@ -51,7 +52,7 @@ DEBUG_MAX_ENTRIES = 100
 DEBUG_LIMIT = 10_000           # each capture may hold whole request/response bodies
 PER_MILLION = 1_000_000
 
-_KEY_KEYS = ("secret", "models")
+_KEY_KEYS = ("secret", "models", "max_inflight")
 _USAGE_KEYS = tuple(USAGE_DEFAULTS)
 _METRICS_KEYS = ("allow",)
 _DEBUG_KEYS = ("max_entries",)
@@ -64,6 +65,7 @@ class InboundKey:
     name: str
     secret: str = field(repr=False)
     models: frozenset[str] | None = None   # the aliases this key may call; None = all
+    max_inflight: int = 0                  # its requests in flight; beyond: 429 (0 = no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,16 @@ class MetricsSettings:
 @dataclass(frozen=True, slots=True)
 class DebugSettings:
     max_entries: int = DEBUG_MAX_ENTRIES
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ACCESS_LOG_FORMATS = ("off", "text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str | None = None     # the plexus loggers' level (None: info; the --log-level flag wins)
+    access: str = "off"          # one line per request on stdout: off | text | json (--access-log wins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +173,8 @@ def _key(r: Reader, name: object, body: object, aliases: Collection[str]) -> Inb
                 r.fail(apath, f"alias '{alias}' is listed twice")
             seen.add(alias)
         models = frozenset(seen)
-    return InboundKey(name=name, secret=secret, models=models)
+    limit = 0 if d.get("max_inflight") is None else r.integer(d["max_inflight"], f"{path}.max_inflight", 0)
+    return InboundKey(name=name, secret=secret, models=models, max_inflight=limit)
 
 
 def parse_admin_key(r: Reader, raw: object, keys: tuple[InboundKey, ...]) -> str:
@@ -232,6 +245,23 @@ def parse_debug(r: Reader, raw: object) -> DebugSettings:
     n = DEBUG_MAX_ENTRIES if d.get("max_entries") is None else r.integer(d["max_entries"], "debug.max_entries",
                                                                          0, DEBUG_LIMIT)
     return DebugSettings(max_entries=n)
+
+
+def parse_log(r: Reader, raw: object) -> LogSettings:
+    if raw is None:
+        return LogSettings()
+    d = r.mapping(raw, "log", ("level", "access"))
+    out = {}
+    for key, allowed in (("level", LOG_LEVELS), ("access", ACCESS_LOG_FORMATS)):
+        v = d.get(key)
+        if v is None:
+            continue
+        if v is False and key == "access":   # YAML reads a bare `off` as false
+            v = "off"
+        if not isinstance(v, str) or v.lower() not in allowed:
+            r.fail(f"log.{key}", f"must be one of {', '.join(allowed)}, got {v!r}")
+        out[key] = v.lower()
+    return LogSettings(**out)
 
 
 def parse_pricing(r: Reader, raw: object, path: str, models: Collection[str], any_model: bool) -> dict[str, Price]:

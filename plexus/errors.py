@@ -85,6 +85,15 @@ def stream_cut() -> GatewayError:
     return GatewayError(502, STREAM_CUT, "bad_gateway")
 
 
+SHUTTING_DOWN = "the gateway is shutting down"
+
+
+def shutting_down() -> GatewayError:
+    """The error for a request the end of a graceful shutdown's grace period cut short (a 503,
+    or the error event that ends its stream)."""
+    return GatewayError(503, SHUTTING_DOWN, "unavailable")
+
+
 def invalid(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, "invalid_request", param=param)
 

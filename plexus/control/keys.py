@@ -35,6 +35,9 @@ step of a completion before its body is parsed); ``check(req, dialect, model)`` 
 the key's ``models`` limit to the name the client asked for: a direct ``<provider>/<model>``
 is not an alias, so a restricted key is refused it.
 
+``limits``: name -> ``max_inflight`` of the keys that have one (empty when none does, so the
+handler's per-request cost is one truth test); the counts live in the Gateway, across reloads.
+
 ``check_admin(req, admin_key)`` guards the management API: ``x-admin-key: <key>`` or
 ``Authorization: Bearer <key>``, compared in constant time (lengths included: both sides are
 hashed first).  An empty admin key (management off) admits no one.
@@ -87,7 +90,7 @@ def _dialect_name(dialect) -> str | None:
 class KeyRing:
     """The inbound keys of one config; ``enabled`` is False when none are configured."""
 
-    __slots__ = ("enabled", "_by_digest", "_names", "_models")
+    __slots__ = ("enabled", "_by_digest", "_names", "_models", "limits")
 
     def __init__(self, keys: tuple[InboundKey, ...]) -> None:
         # digest -> (secret bytes, name, allowed aliases or None)
@@ -97,6 +100,7 @@ class KeyRing:
             self._by_digest[_sha256(secret).digest()] = (secret, k.name, k.models)
         self._names = tuple(k.name for k in keys)
         self._models = {k.name: k.models for k in keys}
+        self.limits = {k.name: k.max_inflight for k in keys if k.max_inflight}  # empty: no key has one
         self.enabled = bool(self._by_digest)
 
     def allowed(self, name: str) -> frozenset | None:

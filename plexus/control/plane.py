@@ -4,8 +4,8 @@
 on the loop, O(1): it appends the record to a queue. Every SETTLE_EVERY seconds the queued
 records are settled in a batch (gateway/accounting.py: tokens, cost, times) and go to the
 metrics (counter increments), the store's queue (the writer thread persists it in batches), the
-live `/events` subscribers (nothing when there are none) and, only while debug capture
-matches, the debug ring. Nothing here awaits; metrics and events lag a request by at most
+live `/events` subscribers (nothing when there are none), the access log's queue (when it is
+on: control/access_log.py) and, only while debug capture matches, the debug ring. Nothing here awaits; metrics and events lag a request by at most
 SETTLE_EVERY.
 
 `start()` starts the store's writer thread and the config file watcher; `close()` stops the
@@ -20,6 +20,7 @@ from collections import deque
 
 from ..gateway.accounting import settle
 from ..server import protocol
+from .access_log import AccessLog
 from .debug import DebugLog
 from .events import EventHub
 from .management import Management
@@ -33,8 +34,13 @@ SETTLE_BATCH = 32     # records settled per loop turn at most (~0.15 ms: never a
 
 
 class Plane:
-    def __init__(self, config, gateway=None) -> None:
+    def __init__(self, config, gateway=None, access_log: str | None = None, log_level: str | None = None) -> None:
+        """``access_log`` / ``log_level``: the command line's choice, which wins over the config's
+        `log:` section (then also after a reload); None: the config decides."""
         self.gateway = gateway
+        self._access_flag, self._level_flag = access_log, log_level
+        self.access = None
+        self._logging(config)
         self.store = None
         if config.usage.enabled:
             from .store_sqlite import SqliteStore
@@ -44,9 +50,23 @@ class Plane:
         self.debug = DebugLog(config.debug.max_entries)
         self.reloader = None
         self.management = None
+        self.peers = None     # control/peers.py, when this process is one of several workers
         self._pending: deque = deque()   # records the request path handed over, not yet settled
         self._timer = None
         self._loop = None
+
+    def _logging(self, config) -> None:
+        """Apply the log level and the access log format (flag, else config)."""
+        level = self._level_flag or config.log.level
+        if level is not None:
+            logging.getLogger("plexus").setLevel(getattr(logging, level.upper()))
+        fmt = self._access_flag or config.log.access
+        old = self.access
+        if old is not None and old.format == fmt:
+            return
+        self.access = AccessLog(fmt) if fmt != "off" else None
+        if old is not None:
+            old.close()
 
     def attach(self, gateway, loop) -> None:
         """Bind to the gateway (built after the plane, which it records into)."""
@@ -71,6 +91,16 @@ class Plane:
             "plexus_active_streams": ("Streamed answers in progress",
                                       lambda: float(self.gateway.streams if self.gateway else 0)),
             "plexus_cooldowns_active": ("Targets cooling down after failures", ("provider", "model"), cooling),
+            # what the limits count (server.max_inflight, providers.<name>.max_inflight, keys.<name>.max_inflight)
+            "plexus_inflight_requests": ("Inference requests in flight",
+                                          lambda: float(self.gateway.inflight if self.gateway else 0)),
+            "plexus_provider_inflight_requests": ("Upstream attempts in flight per provider", ("provider",),
+                                                   lambda: {(name,): float(rt.inflight) for name, rt in
+                                                            (self.gateway.runtime.items() if self.gateway else ())}),
+            "plexus_key_inflight_requests": ("Requests in flight per inbound key that has a max_inflight",
+                                              ("key",), lambda: {(k,): float(n) for k, n in
+                                                                 (self.gateway.key_inflight.items()
+                                                                  if self.gateway else ())}),
         }
 
     def record(self, u) -> None:
@@ -88,6 +118,7 @@ class Plane:
         observe, publish = self.metrics.observe, self.events.publish
         store = self.store
         add = store.add if store is not None else None
+        access = self.access.add if self.access is not None else None
         n = min(len(pending), SETTLE_BATCH)
         for _ in range(n):
             u = pending.popleft()
@@ -99,6 +130,8 @@ class Plane:
             if add is not None:
                 add(u)
             publish(u)
+            if access is not None:
+                access(u)
             if u.capture is not None:
                 cap, u.capture = u.capture, None
                 cap.finish(u)
@@ -117,7 +150,9 @@ class Plane:
 
     def reconfigure(self, config) -> None:
         """A reload changed the config: a changed ``usage:`` section gets a new store (started
-        before the old one is flushed and closed in a thread, so no record waits or is lost)."""
+        before the old one is flushed and closed in a thread, so no record waits or is lost);
+        the `log:` section applies at once (unless the command line set it)."""
+        self._logging(config)
         u = config.usage
         old = self.store
         if old is None and not u.enabled:
@@ -148,5 +183,9 @@ class Plane:
         if self.reloader is not None:
             self.reloader.stop()
         self.flush_pending()
+        if self.access is not None:
+            self.access.close()
+        if self.peers is not None:
+            self.peers.close()   # the last metrics snapshot
         if self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)

@@ -18,7 +18,8 @@ the pair has been unchanged for ``settle`` s (an editor writing in several steps
 the file and compares its SHA-256 with the applied text's: equal (the API's own write, or an
 edit undone) changes nothing; different is validated and applied. A bad edit keeps the old
 config serving, logs one ERROR naming every problem, and shows in ``status()["last_error"]``
-until a later change is applied (or the file again holds the applied text). The loop never
+until a later change is applied (or the file again holds the applied text). ``reload_file()``
+(SIGHUP) runs the same step at once, without waiting for the poll. The loop never
 touches the disk: stat, read, validate (which checks ca_file) and write run in the default
 executor.
 
@@ -223,6 +224,23 @@ class Reloader:
                 self._failed("file", [{"path": "", "message": f"cannot read {self.path}: {e.strerror or e}"}])
                 return
             await self._from_file(st, raw)
+
+    async def reload_file(self) -> list[dict]:
+        """Read the file now and apply it if it differs from the applied text (SIGHUP): the
+        watcher's step without its poll and debounce. [] when applied or unchanged, else the
+        problems (the old config keeps serving; logged at ERROR, as a bad edit is)."""
+        if not self.has_file:
+            return [{"path": "", "message": "the config was not loaded from a file"}]
+        async with self._lock:
+            try:
+                st, raw = await self._io(_read, self.path)
+            except OSError as e:
+                details = [{"path": "", "message": f"cannot read {self.path}: {e.strerror or e}"}]
+                self._failed("file", details)
+                return details
+            await self._from_file(st, raw)
+        err = self.last_error
+        return err["details"] if err is not None and err["source"] == "file" else []
 
     async def _from_file(self, st, raw: bytes) -> None:
         self.stat = st

@@ -17,6 +17,9 @@ Theory
 * What is returned at once, whatever the plan: FATAL outcomes (400, 413, 422, …: the request
   itself is wrong), and everything when the plan has a single target (the provider's own answer,
   status, headers and body, as before failover existed).
+* A target whose provider has ``max_inflight`` attempts running (``ProviderRuntime.inflight``) is
+  skipped like a cooling one (``Call.full``): no attempt, no cooldown, no log line; when every
+  target was skipped that way the answer is 503 with ``retry-after: 1``.
 * The log: one WARNING line per failed attempt (connect error, timeout, 5xx, invalid answer, error
   event, cut stream) with provider, model, status, duration and attempt number; 4xx at INFO.
 """
@@ -88,12 +91,17 @@ class Failure:
         self.target, self.status, self.what, self.retry_after = target, status, what, retry_after
 
 
+class Full(Failure):
+    """A target skipped because its provider was at its ``max_inflight`` (no attempt was made)."""
+    __slots__ = ()
+
+
 class Call:
     """One client request across its attempts (the pipeline's per-request state)."""
 
     __slots__ = ("gw", "router", "runtime", "req", "resp", "d", "body", "model", "stream", "sse", "query",
                  "alias", "planned", "n", "failures", "_ireq", "rec", "cap", "target", "passthrough",
-                 "upstream_s", "first_at", "delivered")
+                 "upstream_s", "first_at", "delivered", "ids")
 
     def __init__(self, gw, state, req, resp, d, body: dict, model: str, stream: bool, sse: bool, query: dict,
                  alias, planned: int, rec=None) -> None:
@@ -110,6 +118,7 @@ class Call:
         self.upstream_s = 0.0     # seconds spent in upstream exchanges, all attempts
         self.first_at = None      # perf_counter() when the client's first answer bytes were written
         self.delivered = False    # a stream's whole answer reached the client (set if it then hangs up)
+        self.ids = request_ids(rec) if rec is not None else ()  # x-plexus-request-id, x-request-id
 
     def ir_request(self) -> ir.Request:
         """The client's request in the IR, parsed once however many targets need it."""
@@ -153,7 +162,8 @@ class Call:
         each attempt came to; no upstream address, no secret."""
         statuses = [f.status for f in self.failures]
         headers = []
-        waits = [f.retry_after for f in self.failures if f.status == 429 and f.retry_after is not None]
+        waits = [f.retry_after for f in self.failures
+                 if (f.status == 429 or type(f) is Full) and f.retry_after is not None]
         if waits:
             headers.append((b"retry-after", str(max(1, int(min(waits) + 0.999))).encode()))
         if all(s == 429 for s in statuses):
@@ -166,8 +176,21 @@ class Call:
             status = 502
         parts = "; ".join(f"{f.target.provider.name}/{f.target.model}: {f.what}" for f in self.failures)
         n = len(self.failures)
+        if all(type(f) is Full for f in self.failures):
+            return GatewayError(503, f"every target of model '{self.alias.name}' is at its provider's "
+                                     f"max_inflight: {parts}; retry shortly", headers=headers)
         return GatewayError(status, f"all {n} attempt{'s' if n != 1 else ''} for model '{self.alias.name}' "
                                     f"failed: {parts}", headers=headers)
+
+    def full(self, target, limit: int) -> bool:
+        """``target``'s provider has ``limit`` attempts in flight (its max_inflight): skipped like
+        a cooling target, no attempt made and no cooldown; for the plan's only target a 503 at once."""
+        what = f"provider '{target.provider.name}' is at its limit of {limit} requests in flight"
+        if self.planned == 1:
+            raise GatewayError(503, f"model '{self.alias.name}': {what} (providers.{target.provider.name}"
+                                    ".max_inflight); retry shortly", headers=[(b"retry-after", b"1")])
+        self.failures.append(Full(target, 503, what, 1.0))
+        return False
 
 
 async def attempt(call: Call, target) -> bool:
@@ -175,6 +198,8 @@ async def attempt(call: Call, target) -> bool:
     gw = call.gw
     prov = target.provider
     rt = call.runtime[prov.name]
+    if rt.max_inflight and rt.inflight >= rt.max_inflight:  # (0: no limit; counted below, no await between)
+        return call.full(target, rt.max_inflight)
     pd, d = rt.dialect, call.d
     resp = call.resp
     loop = resp.loop
@@ -204,7 +229,8 @@ async def attempt(call: Call, target) -> bool:
     marks = rt.marks(call.alias.name, target.model) + (_ATTEMPTS[call.n] if call.n < 17 else
                                                        (b"x-plexus-attempts", str(call.n).encode()),)
     if call.rec is not None:
-        marks += ((b"x-plexus-request-id", call.rec.id.encode()),)
+        marks += call.ids
+        headers = [*headers, call.ids[1]]  # the request id goes upstream too
     call.target, call.passthrough = target, ctx is None
     if call.cap is not None:
         call.cap.upstream_request(prov.name, url, headers, out)
@@ -323,6 +349,14 @@ async def _whole_answer(call, target, rt, up, ctx, marks, started, deliver: bool
     return True
 
 
+def request_ids(rec) -> tuple:
+    """The response headers naming the request: its record id and its x-request-id (the
+    client's, or the same id)."""
+    rid = rec.id.encode()
+    return ((b"x-plexus-request-id", rid),
+            (b"x-request-id", rid if rec.request_id is rec.id else rec.request_id.encode()))
+
+
 def check_json(data: bytes, provider: str):
     """A 2xx non-stream answer must be JSON: HTML, empty or truncated bodies become 502.
     Returns the parsed tree (read for the usage record)."""
@@ -337,4 +371,4 @@ def check_json(data: bytes, provider: str):
     return obj
 
 
-__all__ = ["Call", "attempt", "check_json", "STREAM_ERROR"]
+__all__ = ["Call", "attempt", "check_json", "request_ids", "STREAM_ERROR"]

@@ -15,6 +15,11 @@
                                           502/503/504) in the caller's dialect, naming the alias
                                           and each attempt (provider/model and what happened)
 
+Limits (API.md "Limits"): after the key check, a key at its ``max_inflight`` gets 429 and a
+gateway at ``server.max_inflight`` (this gateway's handler tasks, every generation) 503, both
+with ``retry-after: 1``; a provider at its ``max_inflight`` is skipped per target (attempt.py).
+Each is one integer test when unset (``State.max_inflight``, ``KeyRing.limits``).
+
 Every inference request leaves one usage record (control/usage.py), whatever its outcome: the
 request fills in what it knows and references to where the usage is, and hands the record to
 the control plane at its end (`Plane.record`, O(1)), which completes and stores it off the
@@ -35,10 +40,12 @@ away cancels this task at any stage; the attempt's `finally` closes the upstream
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import itertools
 import logging
 import os
+import re
 import time
 from time import perf_counter
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -46,12 +53,12 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import orjson
 
 from ..dialects import registry
-from ..errors import GatewayError, invalid
+from ..errors import GatewayError, invalid, shutting_down
 from ..routing import Router
 from ..server.messages import Request
 from ..control.keys import KeyRing
 from ..control.usage import Usage
-from .attempt import Call, attempt
+from .attempt import Call, attempt, request_ids
 from .runtime import ProviderRuntime, models_listing, models_response
 
 log = logging.getLogger("plexus")
@@ -64,12 +71,26 @@ _BOOT = os.urandom(4).hex()  # request ids: this process's random prefix + a cou
 _SEQ = itertools.count(1)
 
 
+def _new_boot() -> None:
+    """A forked worker (supervisor.py) gets its own prefix: ids stay unique across workers."""
+    global _BOOT, _SEQ
+    _BOOT = os.urandom(4).hex()
+    _SEQ = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_boot)
+_RETRY_1 = (b"retry-after", b"1")  # a limit's answer: slots free as requests end (API.md "Limits")
+# a client's x-request-id is taken when it is 1-128 visible ASCII characters without quotes,
+# backslashes or commas (UUIDs, ULIDs, "req_..." ids); else the request gets its own id
+_REQUEST_ID = re.compile(rb'[!#-+\--\[\]-~]{1,128}')
+
+
 class State:
     """Everything a request reads from one config generation. A reload builds a new State and
     swaps it in; a request keeps the State it started with to its end (its attempts, reports
     and relay), so in-flight streams finish on the old config."""
 
-    __slots__ = ("config", "router", "runtime", "models_bodies", "keys", "active")
+    __slots__ = ("config", "router", "runtime", "models_bodies", "keys", "active", "max_inflight")
 
     def __init__(self, config, runtime: dict, cooldowns=None) -> None:
         self.config = config
@@ -78,6 +99,7 @@ class State:
         self.runtime = runtime
         self.models_bodies = models_response(self.router.aliases())
         self.keys = KeyRing(config.keys)
+        self.max_inflight = config.server.max_inflight  # gateway-wide; 0 = no limit
 
 
 class Gateway:
@@ -92,12 +114,14 @@ class Gateway:
         self.stopping = False               # shutdown began: requests cancelled now say so
         self.on_apply: list = []            # callables(config) run after each apply
         self.streams = 0                    # streamed answers in progress (a metrics gauge)
+        self.key_inflight: dict = {}        # key name -> its requests in flight (keys with max_inflight)
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     # the current generation's parts (a request reads them once, through its Call)
     config = property(lambda self: self.state.config)
     router = property(lambda self: self.state.router)
     runtime = property(lambda self: self.state.runtime)
+    inflight = property(lambda self: len(self._tasks))  # inference requests in flight (server.max_inflight)
 
     def apply(self, config) -> None:
         """Hot reload: new requests see ``config``; running ones finish on the old State.
@@ -106,7 +130,7 @@ class Gateway:
         serving); cooldowns carry over when the schedule is the same."""
         old = self.state
         keep = {name: rt for name, rt in old.runtime.items()
-                if name in config.providers and config.providers[name] == rt.provider}
+                if name in config.providers and _same_provider(config.providers[name], rt.provider)}
         fresh = {name: p for name, p in config.providers.items() if name not in keep}
         if fresh:
             if self._make_transports is None:
@@ -117,6 +141,8 @@ class Gateway:
             transports = self._make_transports(sub)
             keep.update({name: ProviderRuntime(p, transports[name]) for name, p in fresh.items()})
         runtime = {name: keep[name] for name in config.providers}
+        for name, rt in runtime.items():  # a kept provider may have a new max_inflight (its count stays)
+            rt.provider, rt.max_inflight = config.providers[name], config.providers[name].max_inflight
         same = config.routing.cooldown == old.config.routing.cooldown
         self.state = State(config, runtime, old.router.cooldowns if same else None)
         if old.active:
@@ -145,17 +171,27 @@ class Gateway:
             if self._retired:
                 await asyncio.sleep(poll)
 
-    async def drain(self, grace: float) -> None:
-        """Shutdown: wait up to ``grace`` s for the requests in flight, then cancel the rest and
-        wait for them to end (each leaves its usage record)."""
+    async def drain(self, grace: float, cut: asyncio.Event | None = None) -> int:
+        """Shutdown: wait up to ``grace`` s for the requests in flight (less if ``cut`` is set
+        meanwhile: a second signal), then cancel the rest and wait for them to end. Each leaves
+        its usage record; a stream ends with its dialect's error event (relay.py), a request not
+        answered yet gets a 503 (`handle`). Returns how many were cancelled."""
         self.stopping = True
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
+        if self._tasks and grace > 0:
+            wait = asyncio.ensure_future(asyncio.wait(list(self._tasks), timeout=grace))
+            if cut is None:
+                await wait
+            else:
+                stop = asyncio.ensure_future(cut.wait())
+                await asyncio.wait((wait, stop), return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                wait.cancel()  # (stops the waiting only: the requests go on until cancelled below)
         left = [t for t in self._tasks if not t.done()]
         for t in left:
             t.cancel()
         if left:
             await asyncio.wait(left, timeout=2.0)
+        return len(left)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -187,6 +223,11 @@ class Gateway:
                 resp.send(status, headers, body)
             else:  # a stream already began; the relay ends it itself, this is a last resort
                 raise
+        except asyncio.CancelledError:
+            if self.stopping and not resp.started:  # shutdown cut the request short: say so
+                status, headers, body = d.render_error(shutting_down())
+                resp.send(status, headers, body)
+            raise
 
     @staticmethod
     def _method(req: Request, want: bytes) -> None:
@@ -226,12 +267,21 @@ class Gateway:
         t0 = perf_counter()  # (loop.time() is uvloop's millisecond clock: too coarse for records)
         rec = Usage(f"{_BOOT}{next(_SEQ):x}", time.time(), self.client_ip(req, resp, st), d.name,
                     req.path.decode("latin-1"))
+        rid = req.header(b"x-request-id")
+        if rid is not None and _REQUEST_ID.fullmatch(rid):  # else (absent or unfit) our own id
+            rec.request_id = rid.decode("ascii")
         call = None
         st.active += 1
         task = asyncio.current_task()
         self._tasks.add(task)
+        held = None  # the inbound key whose in-flight slot this request holds (keys with max_inflight)
         try:
             key = rec.key = st.keys.check(req, d, None)
+            if key is not None and st.keys.limits:  # (no dict lookup unless a key has max_inflight)
+                held = self._hold_key(st.keys.limits, key)
+            if st.max_inflight and len(self._tasks) > st.max_inflight:  # (0: no limit)
+                raise GatewayError(503, f"Plexus is at its limit of {st.max_inflight} requests in flight "
+                                        "(server.max_inflight); retry shortly", headers=[_RETRY_1])
             try:
                 body = orjson.loads(req.body)
             except orjson.JSONDecodeError as e:
@@ -264,7 +314,7 @@ class Gateway:
         except GatewayError as e:
             rec.status, rec.http_status, rec.error = "error", e.status, e.message
             if not any(k == b"x-plexus-request-id" for k, _ in e.headers):
-                e.headers.append((b"x-plexus-request-id", rec.id.encode()))
+                e.headers.extend(call.ids if call is not None else request_ids(rec))
             if call is not None and call.cap is not None and not resp.started:
                 call.cap.client_response(e.status, [], e.message.encode())
             raise
@@ -281,13 +331,33 @@ class Gateway:
         finally:
             st.active -= 1
             self._tasks.discard(task)
+            if held is not None:
+                n = self.key_inflight[held] - 1
+                if n:
+                    self.key_inflight[held] = n
+                else:
+                    del self.key_inflight[held]
             if call is not None:
                 rec.attempts, rec.passthrough, rec.capture = call.n, call.passthrough, call.cap
-                rec.facts = (t0, perf_counter(), call.first_at, call.upstream_s, call.target)
+                rec.facts = (t0, perf_counter(), call.first_at, call.upstream_s, call.target, resp)
             else:
-                rec.facts = (t0, perf_counter(), None, 0.0, None)
+                rec.facts = (t0, perf_counter(), None, 0.0, None, resp)
             if self.plane is not None:
                 self.plane.record(rec)
+
+    def _hold_key(self, limits: dict, key: str) -> str | None:
+        """Count one more request of inbound key ``key`` in flight (its name: the caller releases
+        it); None when the key has no max_inflight; 429 when it is at its limit."""
+        limit = limits.get(key)
+        if limit is None:
+            return None
+        n = self.key_inflight.get(key, 0)
+        if n >= limit:
+            raise GatewayError(429, f"API key '{key}' is at its limit of {limit} requests in flight "
+                                    f"(keys.{key}.max_inflight); retry when one of them has finished",
+                               "rate_limit", headers=[_RETRY_1])
+        self.key_inflight[key] = n + 1
+        return key
 
     @staticmethod
     def client_ip(req: Request, resp, st) -> str:
@@ -311,6 +381,12 @@ class Gateway:
             if not any(addr in n for n in trusted):
                 return hop
         return ip
+
+
+def _same_provider(new, old) -> bool:
+    """Equal settings but perhaps max_inflight: the runtime (its pool and its count) is kept."""
+    return new == old or (new.max_inflight != old.max_inflight
+                          and dataclasses.replace(new, max_inflight=old.max_inflight) == old)
 
 
 def _in(ip: str, networks) -> bool:

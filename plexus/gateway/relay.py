@@ -18,6 +18,10 @@ Theory
   retried: a failure ends the stream with the dialect's error event, is logged, and is reported
   to routing (the target cools down). A provider's own error event ending a relayed stream
   counts the same (classified like a first-event error: a request error cools nothing).
+* A graceful shutdown whose grace period runs out cancels the relay mid-stream (Gateway.drain):
+  the stream still ends with the dialect's error event (503 "the gateway is shutting down") and
+  a complete body (the chunked terminator), never a bare cut. A client that went away gets
+  nothing more (its writes are dropped).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from time import perf_counter
 
 import orjson
 
-from ..errors import ERROR_TYPE_KIND, KIND_STATUS, GatewayError, from_upstream
+from ..errors import ERROR_TYPE_KIND, KIND_STATUS, GatewayError, from_upstream, shutting_down
 from ..routing import INVALID, STREAM_ERROR, classify
 from ..routing.outcome import OK, RETRY
 from ..stream import Passthrough, Translator
@@ -242,9 +246,11 @@ async def relay_stream(call, target, rt, up, ctx, marks, started: float, deliver
                         if out:
                             await resp.write(out)
         tail = tr.feed(us.close()) + tr.close() if us is not None else tr.close()
-    except asyncio.CancelledError:  # the client went away (or shutdown): account for what it got
+    except asyncio.CancelledError:  # the client went away, or shutdown: account for what it got
+        if gw.stopping and not resp.finished:  # the grace period ran out: end the stream properly
+            resp.end((last[0] if last else b"") + tr.fail(shutting_down()))  # (nothing if it ended)
         call.delivered = tr.finished
-        _account(call.rec, tr, ctx, d.name, early, seen, us, None)
+        _account(call.rec, tr, ctx, d.name, early, seen, us, tr.failure if gw.stopping else None)
         raise
     except GatewayError as e:
         tail = tr.fail(e)

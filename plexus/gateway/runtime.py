@@ -11,7 +11,8 @@ dialect's form, `content-type`, the dialect's fixed headers, the provider's own 
   parameter `beta=true`. Nothing else: the client's credentials (and `?key=`) never;
   `openai-organization`/`openai-project` name the client's own OpenAI account, not the
   gateway's key (set them in the provider's `headers:`).
-- back to the client: content-type, request ids, retry-after and rate-limit headers;
+- back to the client: content-type, request ids (the provider's `x-request-id` renamed
+  `x-upstream-request-id`: `x-request-id` is the gateway's own), retry-after and rate-limit headers;
   never hop-by-hop headers, content-length (re-framed by us), cookies or server names.
 
 `models_response` renders GET /v1/models once, in OpenAI, Anthropic and Gemini shapes.
@@ -28,20 +29,22 @@ from ..dialects import registry
 from ..splice import replace_model
 from ..upstream.call import mapped
 
-_FORWARD = {b"content-type", b"request-id", b"x-request-id", b"retry-after", b"retry-after-ms",
+_FORWARD = {b"content-type", b"request-id", b"retry-after", b"retry-after-ms",
             b"openai-processing-ms", b"openai-version"}
 _FORWARD_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-", b"x-goog-")
 
 
 class ProviderRuntime:
     __slots__ = ("provider", "dialect", "transport", "base_url", "headers", "key_bytes", "_base",
-                 "_fixed", "_target_headers", "_marks", "map_ttfb", "map_read", "map_stream", "inflight")
+                 "_fixed", "_target_headers", "_marks", "map_ttfb", "map_read", "map_stream", "inflight",
+                 "max_inflight")
 
     def __init__(self, provider, transport) -> None:
         self.provider = provider
         d = self.dialect = registry.get(provider.type)
         self.transport = transport
         self.inflight = 0  # attempts using this runtime now (a replaced provider closes when 0)
+        self.max_inflight = provider.max_inflight  # 0: no limit (a reload may change it: Gateway.apply)
         self.base_url = provider.base_url
         h = [(b"content-type", b"application/json")]
         key = self.key_bytes = provider.api_key.encode()
@@ -114,6 +117,8 @@ class ProviderRuntime:
             lk = k.lower()
             if lk in _FORWARD or lk.startswith(_FORWARD_PREFIXES):
                 out.append((lk, v))
+            elif lk == b"x-request-id":  # the client's x-request-id is Plexus's (see handler.py)
+                out.append((b"x-upstream-request-id", v))
         out.extend(extra)
         return out
 

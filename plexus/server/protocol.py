@@ -22,6 +22,9 @@ A connection is always in one phase:
     BODY   fast-path head parsed, body arriving      deadline: body_timeout from the latest bytes
     BUSY   request complete, handler task running    no deadline; input buffered, not parsed
     LINGER error response sent, write side shut      deadline: LINGER_SECONDS; input discarded
+    OVER   accepted beyond ``max_connections``       deadline: min(LINGER_SECONDS, header_timeout);
+                                                     its first bytes get a 503 (``overload_response``:
+                                                     the dialect their path names), then LINGER
     CLOSED transport closed or lost
 
 One task per request: created when the whole body has arrived. No task per connection; all
@@ -54,7 +57,7 @@ from typing import Awaitable, Callable
 import h11
 
 from .flow import FlowControl
-from .messages import CONTINUE_100, Request, error_response, parse_simple_head
+from .messages import CONTINUE_100, Request, error_response, fixed_head, parse_simple_head
 from .response import Response
 
 __all__ = ["Handler", "ServerLimits", "Response", "HttpProtocol", "start_server"]
@@ -76,12 +79,13 @@ class ServerLimits:
     header_timeout: float = 30.0  # a request's head must arrive within this (from its first byte)
     body_timeout: float = 60.0  # longest gap between two pieces of a request body
     write_timeout: float = 60.0  # longest a response write waits for a client that reads nothing
+    max_connections: int = 10000  # open connections (OPEN); one more gets a 503 and is closed; 0 = no limit
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and drops queued data
 HIGH_WATER = 64 * 1024  # bytes read ahead while a handler runs before reading pauses
 LINGER_SECONDS = 2.0  # after an error response: drain the client's unsent body this long
-_IDLE, _RECV, _BODY, _BUSY, _LINGER, _CLOSED = range(6)
+_IDLE, _RECV, _BODY, _BUSY, _LINGER, _CLOSED, _OVER = range(7)
 
 FAST_PATH = True  # parse plain requests without h11 (messages.parse_simple_head)
 
@@ -96,10 +100,10 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = ("_handler", "_limits", "_loop", "_max_body", "_max_head", "transport", "flow",
                  "closing", "_conn", "_state", "_deadline", "_timer", "_timer_at", "_seen",
                  "_request", "_chunks", "_body_len", "_need", "_keep_alive", "_response", "_task",
-                 "_fast", "peer_ip", "_holder")
+                 "_fast", "peer_ip", "_holder", "_conns", "_draining")
 
     def __init__(self, handler: Handler, limits: ServerLimits, loop: asyncio.AbstractEventLoop,
-                 fast_path: bool | None = None, holder: list | None = None):
+                 fast_path: bool | None = None, holder: list | None = None, conns: set | None = None):
         self._handler = handler
         self._limits = limits
         self._loop = loop
@@ -124,11 +128,15 @@ class HttpProtocol(asyncio.Protocol):
         self._fast = FAST_PATH if fast_path is None else fast_path
         self.peer_ip: str | None = None  # the client's address, read once (Response.client_ip)
         self._holder = holder if holder is not None else [limits]  # [the current limits] (reloads)
+        self._conns = conns  # the server's open connections (shutdown: drain), or None
+        self._draining = False  # shutdown began: close once the current response is done
 
     # --- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         OPEN[0] += 1
+        if self._conns is not None:
+            self._conns.add(self)
         self.transport = transport
         self.flow = FlowControl(transport)
         sock = transport.get_extra_info("socket")
@@ -138,6 +146,10 @@ class HttpProtocol(asyncio.Protocol):
             except (OSError, AttributeError):  # not TCP (e.g. a Unix socket)
                 pass
         self._deadline = self._loop.time() + self._limits.header_timeout
+        cap = self._limits.max_connections
+        if cap and OPEN[0] > cap:  # one too many: its first request gets a 503 (_overloaded)
+            self._state = _OVER
+            self._deadline = self._loop.time() + min(LINGER_SECONDS, self._limits.header_timeout)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -161,6 +173,8 @@ class HttpProtocol(asyncio.Protocol):
             self._fast_body(data)
             return
         elif state != _RECV:
+            if state == _OVER:
+                self._overloaded(data)
             return  # LINGER/CLOSED: discard
         if self._request is None:
             self._seen += len(data)
@@ -178,6 +192,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         OPEN[0] -= 1
+        if self._conns is not None:
+            self._conns.discard(self)
         self._state = _CLOSED
         self.closing = True
         if self._timer is not None:
@@ -314,7 +330,7 @@ class HttpProtocol(asyncio.Protocol):
         self._state = _BUSY
         self._deadline = None
         self._seen = 0
-        response = Response(self, keep_alive, chunked_ok, request.method == b"HEAD")
+        response = Response(self, keep_alive and not self._draining, chunked_ok, request.method == b"HEAD")
         self._response = response
         self._task = self._loop.create_task(response._run(self._handler, request))
 
@@ -325,7 +341,7 @@ class HttpProtocol(asyncio.Protocol):
         if response is not self._response or self.closing:
             return
         self._response = self._task = None
-        if not response.keep_alive:
+        if not response.keep_alive or self._draining:
             self._close()
             return
         conn = self._conn
@@ -386,6 +402,30 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self.transport.close()
 
+    def drain(self) -> None:
+        """Shutdown began: an idle keep-alive connection closes now; any other closes once its
+        current request is answered (a response not started yet says ``connection: close``)."""
+        self._draining = True
+        if self._state == _IDLE:
+            self._close()
+        elif self._response is not None and not self._response.started:
+            self._response.keep_alive = False
+
+    def close(self) -> None:
+        """Shutdown is over: close now (a handler still running is cancelled)."""
+        if self.transport is not None:
+            self._close()
+
+    def _overloaded(self, data: bytes) -> None:
+        """A connection over ``max_connections``: answer its first request (``data``, whatever
+        of it arrived) with a 503 in the dialect its path suggests, then close (lingering when
+        input came: its unread body must not turn into a reset that destroys the answer)."""
+        self.transport.write(overload_response(data))
+        if data:
+            self._linger()
+        else:
+            self._close()
+
     def _abort_stalled(self) -> None:
         """The client read nothing for write_timeout: drop it (connection_lost cancels the handler)."""
         log.info("client %s read nothing for %g s; closing the connection",
@@ -427,19 +467,61 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(408, "Request body stalled: no bytes for %g s" % self._limits.body_timeout)
         elif state == _RECV:  # slow head
             self._reject(408, "Request head not received within %g s" % self._limits.header_timeout)
+        elif state == _OVER:  # over the connection limit and silent: the 503 without a request
+            self._overloaded(b"")
         else:  # idle keep-alive connection, or the linger period is over
             self._close()
 
 
+OVERLOAD_MESSAGE = "Plexus is at its limit of open connections (server.max_connections); retry shortly"
+_OVERLOAD: dict[str, bytes] = {}  # dialect name -> the whole 503 response (built once)
+
+
+def overload_response(data: bytes) -> bytes:
+    """The 503 for a connection over the limit: ``retry-after: 1``, ``connection: close``, in the
+    dialect of the route its request line names (else ``registry.guess``: path hints and
+    headers such as ``anthropic-version``; else OpenAI's shape). ``data``: the first bytes the
+    client sent (b"" for none). The server knows no dialect but here, in a cold path."""
+    from ..dialects import registry
+    from ..errors import GatewayError
+
+    end = data.find(b"\r\n\r\n")
+    lines = (data if end < 0 else data[:end]).split(b"\r\n")
+    parts = lines[0].split(b" ")
+    path = parts[1].partition(b"?")[0] if len(parts) == 3 and len(lines) > 1 else b""
+
+    def header(name: bytes) -> bytes | None:
+        for line in lines[1:]:
+            key, sep, value = line.partition(b":")
+            if sep and key.strip().lower() == name:
+                return value.strip()
+        return None
+
+    m = registry.match(path)
+    d = m.dialect if m is not None else registry.guess(path, header) if path else registry.DEFAULT
+    out = _OVERLOAD.get(d.name)
+    if out is None:
+        err = GatewayError(503, OVERLOAD_MESSAGE, headers=[(b"retry-after", b"1")])
+        status, headers, body = d.render_error(err)
+        out = _OVERLOAD[d.name] = fixed_head(status, headers, len(body), False) + body
+    return out
+
+
 async def start_server(
-    handler: Handler, host: str, port: int, limits: ServerLimits | list = ServerLimits()
+    handler: Handler, host: str, port: int, limits: ServerLimits | list = ServerLimits(),
+    conns: set | None = None, sock=None,
 ) -> asyncio.base_events.Server:
     """Listen on host:port; every accepted connection gets an HttpProtocol. ``limits`` may be a
     one-element list holding the current limits: a config reload replaces its element, and
-    every connection takes the new limits from its next request on."""
+    every connection takes the new limits from its next request on. ``conns``: a set that holds
+    the open connections (for a graceful shutdown: ``drain()`` each, later ``close()`` each).
+    ``sock``: a listening socket to accept from instead (a worker's, inherited: supervisor.py)."""
     loop = asyncio.get_running_loop()
     holder = limits if isinstance(limits, list) else [limits]
+    if sock is not None:
+        return await loop.create_server(
+            lambda: HttpProtocol(handler, holder[0], loop, holder=holder, conns=conns), sock=sock)
     return await loop.create_server(
-        lambda: HttpProtocol(handler, holder[0], loop, holder=holder), host, port, reuse_address=True,
+        lambda: HttpProtocol(handler, holder[0], loop, holder=holder, conns=conns), host, port, reuse_address=True,
         backlog=1024,
     )
