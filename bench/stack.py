@@ -83,9 +83,11 @@ def start_gateway(kids, env: Env, run, tmp: str, cpus, root: str) -> str | None:
                        sort_keys=False)
     log_path = os.path.join(tmp, "gateway.log")
     with open(log_path, "wb") as log:
+        workers = os.environ.get("BENCH_WORKERS")  # worker processes (plexus --workers)
+        extra = ("--workers", workers) if workers and workers != "1" else ()
         gw = kids.start(procs.python_cmd("-m", o.gateway_module, "--config", cfg, "--host",
                                          "127.0.0.1", "--port", str(env.gw_port),
-                                         "--log-level", "warning"),
+                                         "--log-level", "warning", *extra),
                         cpus=cpus, cwd=root, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     why = procs.wait_health(gw, env.gw_port, 20.0)
     if why:

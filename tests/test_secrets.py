@@ -18,7 +18,7 @@ import pytest
 from fake_upstream import Reply, openai_chunk, sse_data
 from plexus.config import parse_config
 from plexus.server.messages import Request
-from spawn import start_plexus
+from spawn import start_plexus, wait_for
 
 MARK = "SeCrEt7"
 CLIENT = {"authorization": f"Bearer client-{MARK}", "x-api-key": f"client-{MARK}",
@@ -28,6 +28,7 @@ CLIENT = {"authorization": f"Bearer client-{MARK}", "x-api-key": f"client-{MARK}
 def _config(fake_url: str, dead: int, ca: str) -> str:
     tls = f", ca_file: {ca}" if ca else ""
     return f"""
+log: {{access: json}}   # the access log's lines are checked too
 providers:
   s_openai: {{type: OpenAI, api_base_url: "{fake_url}/v1", api_key: sk-{MARK}-o, models: [up-gpt],
              headers: {{X-Org-Token: hdr-{MARK}}}{tls}}}
@@ -98,6 +99,8 @@ def test_no_secret_in_any_response_or_log_line_at_debug(fake, tmp_path, request)
             assert call("POST", "/v1/chat/completions", content=b"{not json").status_code == 400
             assert call("POST", "/v1/chat/completions", json={"model": "nope", "messages": msgs}).status_code == 404
             assert call("GET", f"/v1beta/models?key=q-{MARK}").status_code == 200
+            inference = len(seen) - 1   # (the model listing leaves no record, so no access line)
+            wait_for(lambda: px.stderr().count('{"time"') >= inference, 5, what="every access log line")
             log = px.stderr()
     finally:
         dead.close()
