@@ -21,7 +21,7 @@ Signals (the nginx model):
                       a bad file changes nothing and is logged at ERROR with every problem.
 
 Workers (``--workers N``/``auto``, or ``server.workers``): the parent binds once and forks N
-processes that accept from the same socket (supervisor.py); each runs `_main` with its
+processes that listen on the same port (SO_REUSEPORT on Linux; supervisor.py); each runs `_main` with its
 ``worker`` link, and the parent prints the startup line, restarts a worker that dies and
 passes SIGTERM/SIGINT/SIGHUP on.
 
@@ -255,7 +255,8 @@ def run(config, host: str = "127.0.0.1", port: int = 3000, shutdown_grace: float
 
     def run_worker(sock, chan, slot: int, shared: str) -> int:
         os.environ.pop("NOTIFY_SOCKET", None)   # the parent speaks to systemd (NotifyAccess=main)
-        _loop_run(_main(config, host, port, shutdown_grace, opts, (sock, chan, slot, shared)))
+        own = supervisor.worker_socket(sock)
+        _loop_run(_main(config, host, port, shutdown_grace, opts, (own, chan, slot, shared)))
         return 0
 
     def ready() -> None:

@@ -4,11 +4,16 @@ worker Plexus is a single process and none of this runs.
 
 Theory (gunicorn's arbiter, nginx's master):
 
-- **One socket, inherited.** The parent binds and listens once (so `--port 0` is one port, one
-  startup line) and every worker accepts from that socket. One accept queue means a connection
-  waiting there is never lost when a worker exits (with SO_REUSEPORT each worker has its own
-  queue, and what was queued on a dying worker's socket is reset), and a worker busy with a
-  long parse is not handed new connections by a hash: whichever worker is free accepts.
+- **One port, SO_REUSEPORT.** The parent binds once (so `--port 0` is one port and one startup
+  line, and a bad address fails before any fork) and holds the port; on Linux each worker
+  listens on its own socket in the parent's SO_REUSEPORT group and the kernel spreads new
+  connections over them evenly. A shared, inherited socket was tried first: its one accept
+  queue never loses a waiting connection when a worker exits, but the first worker to wake
+  accepts every connection queued at that moment (uvloop accepts in a loop), so a burst of
+  keep-alive clients all landed on one worker and 2 workers served ~1.1x of one. The price of
+  SO_REUSEPORT: connections still queued on a worker that dies are reset (Linux ≥ 5.14 can
+  move them to the others: sysctl net.ipv4.tcp_migrate_req=1). Elsewhere the socket is
+  listening in the parent and inherited.
 - **Freeze, then fork.** The config is loaded and the modules imported in the parent, which then
   moves everything to the GC's permanent generation (`gc.freeze`) before forking: the workers
   share those pages, and no collection ever walks them.
@@ -47,11 +52,12 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import tempfile
 import time
 from typing import Callable
 
-__all__ = ["supervise", "bind", "worker_count", "STABLE", "MAX_BACKOFF"]
+__all__ = ["supervise", "bind", "worker_socket", "worker_count", "REUSEPORT", "STABLE", "MAX_BACKOFF"]
 
 log = logging.getLogger("plexus")
 
@@ -76,21 +82,45 @@ def worker_count(value: str | int | None) -> int:
     return n
 
 
-def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The listening socket every worker accepts from (SO_REUSEADDR, like the single process)."""
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, addr = infos[0]
+REUSEPORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+BACKLOG = 2048
+
+
+def _socket(family, kind, proto, addr, reuseport: bool) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
-        sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
+    return sock
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The parent's socket: bound once (the port is known, and errors show before any fork).
+    Linux: SO_REUSEPORT and not listening (it only holds the port; each worker listens on its
+    own socket in the same group, `worker_socket`); elsewhere: listening, and inherited."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    sock = _socket(family, kind, proto, addr, REUSEPORT)
+    if not REUSEPORT:
+        sock.listen(BACKLOG)
+    return sock
+
+
+def worker_socket(parent: socket.socket) -> socket.socket:
+    """In a worker: the socket it accepts from (its own listening socket in the parent's
+    SO_REUSEPORT group on Linux, else the parent's, inherited)."""
+    if not REUSEPORT:
+        return parent
+    sock = _socket(parent.family, parent.type, parent.proto, parent.getsockname(), True)
+    sock.listen(BACKLOG)
     return sock
 
 
@@ -154,7 +184,7 @@ def supervise(n: int, sock: socket.socket, run_worker: Callable[[socket.socket, 
                     log.info("%s: stopping %d workers", signal.Signals(signum).name,
                              sum(1 for w in workers if w.pid))
                     if not stopping:
-                        sock.close()  # the workers close theirs: then new connections are refused
+                        sock.close()  # (inherited mode: the workers close theirs, then new ones are refused)
                     stopping = stopping or time.monotonic()
                     _signal_all(workers, signal.SIGTERM)
                 elif signum == signal.SIGHUP and not stopping:

@@ -153,11 +153,17 @@ def test_worker_count_rejects_zero():
 
 
 def test_bind_port_zero_gives_one_port():
+    """The parent binds once (port 0 → one port); each worker's socket accepts on that port."""
     s = supervisor.bind("127.0.0.1", 0)
+    socks = []
     try:
         port = s.getsockname()[1]
         assert port > 0
+        socks = [supervisor.worker_socket(s) for _ in range(2)]
+        assert {w.getsockname()[1] for w in socks} == {port}
+        assert (socks[0] is s) is not supervisor.REUSEPORT
         c = socket.create_connection(("127.0.0.1", port), timeout=2)
         c.close()
     finally:
-        s.close()
+        for w in {id(x): x for x in socks + [s]}.values():
+            w.close()
