@@ -388,7 +388,7 @@ def test_config_reads_and_validates_the_limits():
 
 
 def test_overload_response_picks_the_dialect():
-    from plexus.server.protocol import overload_response
+    from plexus.server.overload import overload_response
 
     def parse(raw: bytes):
         head, _, body = raw.partition(b"\r\n\r\n")

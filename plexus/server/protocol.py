@@ -57,7 +57,8 @@ from typing import Awaitable, Callable
 import h11
 
 from .flow import FlowControl
-from .messages import CONTINUE_100, Request, error_response, fixed_head, parse_simple_head
+from .messages import CONTINUE_100, Request, error_response, parse_simple_head
+from .overload import overload_response
 from .response import Response
 
 __all__ = ["Handler", "ServerLimits", "Response", "HttpProtocol", "start_server"]
@@ -471,40 +472,6 @@ class HttpProtocol(asyncio.Protocol):
             self._overloaded(b"")
         else:  # idle keep-alive connection, or the linger period is over
             self._close()
-
-
-OVERLOAD_MESSAGE = "Plexus is at its limit of open connections (server.max_connections); retry shortly"
-_OVERLOAD: dict[str, bytes] = {}  # dialect name -> the whole 503 response (built once)
-
-
-def overload_response(data: bytes) -> bytes:
-    """The 503 for a connection over the limit: ``retry-after: 1``, ``connection: close``, in the
-    dialect of the route its request line names (else ``registry.guess``: path hints and
-    headers such as ``anthropic-version``; else OpenAI's shape). ``data``: the first bytes the
-    client sent (b"" for none). The server knows no dialect but here, in a cold path."""
-    from ..dialects import registry
-    from ..errors import GatewayError
-
-    end = data.find(b"\r\n\r\n")
-    lines = (data if end < 0 else data[:end]).split(b"\r\n")
-    parts = lines[0].split(b" ")
-    path = parts[1].partition(b"?")[0] if len(parts) == 3 and len(lines) > 1 else b""
-
-    def header(name: bytes) -> bytes | None:
-        for line in lines[1:]:
-            key, sep, value = line.partition(b":")
-            if sep and key.strip().lower() == name:
-                return value.strip()
-        return None
-
-    m = registry.match(path)
-    d = m.dialect if m is not None else registry.guess(path, header) if path else registry.DEFAULT
-    out = _OVERLOAD.get(d.name)
-    if out is None:
-        err = GatewayError(503, OVERLOAD_MESSAGE, headers=[(b"retry-after", b"1")])
-        status, headers, body = d.render_error(err)
-        out = _OVERLOAD[d.name] = fixed_head(status, headers, len(body), False) + body
-    return out
 
 
 async def start_server(
