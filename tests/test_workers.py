@@ -163,3 +163,18 @@ def test_sighup_reloads_every_worker(fake, tmp_path):
         def everyone_has_c():
             return all(_post(px.url, "c").status_code == 200 for _ in range(10))
         wait_for(everyone_has_c, 5, interval=0.1, what="every worker to serve the new alias")
+
+
+def test_a_config_posted_to_one_worker_reaches_every_worker(fake, tmp_path):
+    fake.reset()
+    with start_plexus(_config(fake.base_url), tmp_path, args=("--workers", "2")) as px:
+        wait_for(lambda: len(_worker_pids(px.proc.pid)) == 2, 5, what="two workers")
+        new = _config(fake.base_url, "  d: {targets: [{provider: p1, model: m2}]}\n")
+        with _fresh(px.url) as c:
+            r = c.post("/v0/management/config", content=new, headers={"x-admin-key": ADMIN,
+                                                                        "content-type": "application/yaml"})
+            assert r.status_code == 200, r.text
+
+        def everyone_has_d():
+            return all(_post(px.url, "d").status_code == 200 for _ in range(10))
+        wait_for(everyone_has_d, 8, interval=0.2, what="every worker to apply the posted config")
