@@ -22,7 +22,7 @@ Anthropic providers default to 4096; other types default to 0, meaning "inject n
 ``models: "*"`` on a provider accepts any model name (catalogues of hundreds, e.g. OpenRouter);
 a provider with a list keeps target models strict.  Layout: this file holds server, upstream
 and providers; config_models.py aliases, targets, timeouts and ``routing:``; config_control.py
-``keys:``, ``admin_key:``, ``usage:``, ``metrics:``, ``debug:``, ``log:`` and a provider's ``pricing:``;
+``keys:``, ``admin_key:``, ``usage:``, ``metrics:``, ``debug:``, ``log:``, ``ui:`` and a provider's ``pricing:``;
 config_reader.py the typed value readers.
 
 ``server.host`` defaults to 127.0.0.1: listening on every interface is a decision to write
@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from .config_control import (
     DebugSettings, InboundKey, LogSettings, MetricsSettings, Price, UsageSettings, parse_admin_key, parse_debug,
-    parse_keys, parse_log,
+    parse_keys, parse_log, UiSettings, parse_ui,
     parse_metrics, parse_networks, parse_pricing, parse_usage,
 )
 from .config_error import ConfigError
@@ -126,6 +126,7 @@ class Config:
     metrics: MetricsSettings = MetricsSettings()
     debug: DebugSettings = DebugSettings()
     log: LogSettings = LogSettings()
+    ui: UiSettings = UiSettings()
 
 
 # --------------------------------------------------------------------------- defaults / tables
@@ -141,7 +142,7 @@ UPSTREAM_LIMITS = {"max_response_bytes": 64 * 1024 * 1024}
 ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 
 _TOP_KEYS = ("server", "upstream", "providers", "models", "routing", "keys", "admin_key", "usage", "metrics",
-             "debug", "log")
+             "debug", "log", "ui")
 _SERVER_KEYS = (*SERVER_DEFAULTS, "trusted_proxies")
 _PROVIDER_KEYS = ("type", "api_base_url", "api_key", "models", "headers", *TIMEOUT_SPELLINGS,
                   "max_response_bytes", "max_tokens", "stream_usage", "reasoning", "ca_file", "tls_verify",
@@ -412,10 +413,13 @@ def _sections(r: Reader, data: object) -> Config | None:
         debug = parse_debug(r, top.get("debug"))
     with r.entry():
         log_settings = parse_log(r, top.get("log"))
+    ui = UiSettings()
+    with r.entry():
+        ui = parse_ui(r, top.get("ui"))
     if r.errors:
         return None
     return Config(path=r.file, server=server, providers=providers, aliases=aliases, routing=routing, keys=keys,
-                  admin_key=admin_key, usage=usage, metrics=metrics, debug=debug, log=log_settings)
+                  admin_key=admin_key, usage=usage, metrics=metrics, debug=debug, log=log_settings, ui=ui)
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:

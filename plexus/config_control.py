@@ -11,6 +11,7 @@ Sections (all optional; config/plexus.yaml documents each key):
                   the current directory), so the database does not move with the cwd.
     metrics:      {allow: [IP or CIDR]}: peers that may scrape /metrics without the admin key.
     debug:        {max_entries}: how many debug captures are kept.
+    ui:           {enabled}: serve the dashboard at /ui (default true; only with an admin key).
     server.trusted_proxies, a provider's pricing: read here, attached to ServerSettings and
     Provider by config.py.
 
@@ -42,7 +43,7 @@ from .config_error import ConfigError
 from .config_reader import Reader, join, kind
 
 __all__ = ["DebugSettings", "InboundKey", "LogSettings", "MetricsSettings", "Price", "UsageSettings", "USAGE_DEFAULTS",
-           "LOG_LEVELS", "ACCESS_LOG_FORMATS", "parse_log",
+           "LOG_LEVELS", "ACCESS_LOG_FORMATS", "parse_log", "UiSettings", "parse_ui",
            "ADMIN_KEY_ENV", "config_dir", "cost", "mask_config_text", "parse_admin_key", "parse_debug",
            "parse_keys", "parse_metrics", "parse_networks", "parse_pricing", "parse_usage"]
 
@@ -93,6 +94,11 @@ ACCESS_LOG_FORMATS = ("off", "text", "json")
 class LogSettings:
     level: str | None = None     # the plexus loggers' level (None: info; the --log-level flag wins)
     access: str = "off"          # one line per request on stdout: off | text | json (--access-log wins)
+
+
+@dataclass(frozen=True, slots=True)
+class UiSettings:
+    enabled: bool = True         # serve the dashboard at /ui (only when an admin key is set too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +268,15 @@ def parse_log(r: Reader, raw: object) -> LogSettings:
             r.fail(f"log.{key}", f"must be one of {', '.join(allowed)}, got {v!r}")
         out[key] = v.lower()
     return LogSettings(**out)
+
+
+def parse_ui(r: Reader, raw: object) -> UiSettings:
+    if raw is None:
+        return UiSettings()
+    d = r.mapping(raw, "ui", ("enabled",))
+    if d.get("enabled") is None:
+        return UiSettings()
+    return UiSettings(enabled=r.boolean(d["enabled"], "ui.enabled"))
 
 
 def parse_pricing(r: Reader, raw: object, path: str, models: Collection[str], any_model: bool) -> dict[str, Price]:

@@ -3,7 +3,8 @@
 Theory (Starlette's ``routing.py`` without the framework): one table maps a path pattern to a
 handler per method; path parameters are cut out and percent-decoded once; every error is an
 ``ApiError`` rendered in one place as ``{"error": message[, "details": [...]]}`` JSON. The
-gateway routes every path under ``/v0/management`` and exactly ``/metrics`` here
+gateway routes every path under ``/v0/management``, exactly ``/metrics``, and ``/ui[/...]`` (the
+dashboard's static files, control/ui.py) here
 (``Management.handle``); the handlers read the gateway's *current* state on each call
 (``gateway.config``, ``gateway.router``, ``gateway.plane``), so a hot reload is seen at once.
 
@@ -43,6 +44,7 @@ from ..errors import GatewayError
 from ..gateway.handler import Gateway
 from .events import DEFAULT_MAX_QUEUE
 from .keys import check_admin
+from .ui import UiFiles, is_ui_path
 from .management_query import (
     ApiError, cooldown_query, debug_settings, parse_query, summary_query, usage_query,
 )
@@ -110,6 +112,7 @@ class Management:
         self.plane = plane  # .store (None = usage storage off), .metrics, .events, .debug, .reloader
         self.heartbeat = heartbeat  # seconds between SSE comment pings on /events
         self.max_queue = max_queue  # records an /events client may fall behind before it is dropped
+        self.ui = UiFiles()  # the dashboard's static files (control/ui.py), read at its first request
         self._routes = [(tuple(pattern.split("/")), {m: getattr(self, name) for m, name in methods.items()})
                         for pattern, methods in ROUTES]
 
@@ -119,6 +122,8 @@ class Management:
         try:
             if req.path == b"/metrics":
                 self.metrics(req, resp)
+            elif is_ui_path(req.path):
+                await self.dashboard(req, resp)
             else:
                 await self.dispatch(req, resp)
         except ApiError as e:
@@ -131,13 +136,28 @@ class Management:
             log.exception("management request %s %r failed", req.method.decode("latin-1"), req)
             send_json(resp, 500, {"error": "internal error (see the gateway log)"})
 
+    def _not_found(self, req, resp) -> None:
+        """Exactly the gateway's answer to an unknown path."""
+        path = req.path
+        status, headers, body = registry.guess(path, req.header).render_error(GatewayError(
+            404, f"no route for {req.method.decode('latin-1')} {path.decode('latin-1')}", "not_found"))
+        resp.send(status, headers, body)
+
+    async def dashboard(self, req, resp) -> None:
+        """``/ui[/<file>]``: the dashboard's files, when ``ui.enabled`` and an admin key is set
+        (the page is useless without the management API); else the gateway's 404. The files
+        are read once, off the loop, at the first request."""
+        config = self.gateway.config
+        if config.ui.enabled and config.admin_key and not self.ui.loaded:
+            await resp.loop.run_in_executor(None, self.ui.load)
+        if not (config.ui.enabled and config.admin_key and self.ui.serve(req, resp)):
+            self._not_found(req, resp)
+
     async def dispatch(self, req, resp) -> None:
         admin_key = self.gateway.config.admin_key
         path = req.path
         if not admin_key:  # off: exactly the gateway's answer to an unknown path
-            status, headers, body = registry.guess(path, req.header).render_error(GatewayError(
-                404, f"no route for {req.method.decode('latin-1')} {path.decode('latin-1')}", "not_found"))
-            resp.send(status, headers, body)
+            self._not_found(req, resp)
             return
         if not check_admin(req, admin_key):
             raise ApiError(401, "missing or wrong admin key (send x-admin-key: <key> or "

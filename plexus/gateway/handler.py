@@ -211,7 +211,8 @@ class Gateway:
                 d = registry.guess(path, req.header)
                 key = self.state.keys.check(req, d, None)
                 self.list_models(req, resp, self.state.keys.allowed(key) if key is not None else None)
-            elif self.plane is not None and (path.startswith(b"/v0/management") or path == b"/metrics"):
+            elif self.plane is not None and (path.startswith(b"/v0/management") or path == b"/metrics"
+                                             or path == b"/ui" or path.startswith(b"/ui/")):
                 await self.plane.management.handle(req, resp)
             else:
                 d = registry.guess(path, req.header)
