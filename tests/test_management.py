@@ -298,6 +298,50 @@ async def test_events_slow_consumer_is_dropped_and_its_stream_ends(world):
     assert hub.subscribers == [] and hub.drops == 1
 
 
+async def test_events_max_rate_sends_at_most_that_and_counts_the_rest(world, monkeypatch):
+    """`?max_rate=N`: at most N records a second are encoded and sent; the others are counted
+    (`event: skipped` with the next write); subscribers without a rate still get every record."""
+    hub = world.plane.events
+    encoded = []
+    real = Usage.to_json
+
+    def counting(self):
+        encoded.append(self.id)
+        return real(self)
+    monkeypatch.setattr(Usage, "to_json", counting)
+    async with world.client.stream("GET", "/events", headers=AUTH, params={"max_rate": "2"}) as r:
+        lines = r.aiter_lines()
+        await read_until(lines, ": connected")
+        for i in range(4):   # max_queue is 5 here: stay under it
+            hub.publish(usage(i))
+        got = await read_until(lines, "event: skipped")
+        got += await read_until(lines, "data: ")
+        sent = [orjson.loads(x[len("data: "):]) for x in got if x.startswith('data: {"id"')]
+        assert [d["id"] for d in sent] == ["req0", "req1"]
+        assert orjson.loads(got[-1][len("data: "):]) == {"count": 2}
+        assert encoded == ["req0", "req1"]       # the skipped ones were never encoded
+    assert (await world.client.get("/events", headers=AUTH, params={"max_rate": "x"})).status_code == 400
+    assert (await world.client.get("/events", headers=AUTH, params={"max_rate": "-1"})).status_code == 400
+
+
+async def test_targets_counts_per_provider_and_model(world):
+    """GET /targets: cumulative requests, errors and latency histograms per (provider, model),
+    from the metrics (no store query), for the dashboard's Providers page."""
+    m = world.plane.metrics
+    for i, (status, dur) in enumerate((("success", 3.0), ("success", 40.0), ("error", 700.0))):
+        u = usage(i)
+        u.provider, u.model, u.status, u.duration_ms, u.ttft_ms = "p1", "m1", status, dur, 1.0
+        m.observe(u)
+    body = (await world.client.get("/targets", headers=AUTH)).json()
+    row = next(r for r in body["data"] if (r["provider"], r["model"]) == ("p1", "m1"))
+    assert (row["requests"], row["errors"]) == (3, 1)
+    bounds = body["buckets_ms"]
+    assert len(row["duration"]) == len(bounds) + 2 and sum(row["duration"][:-1]) == 3
+    assert row["duration"][-1] == 743.0 and row["duration"][bounds.index(5.0)] == 1
+    assert abs(body["time"] - __import__("time").time()) < 5
+    assert (await world.client.get("/targets", headers=AUTH, params={"x": "1"})).status_code == 400
+
+
 # ------------------------------------------------------------------ cooldowns
 
 async def test_cooldowns_list_and_clear(world):

@@ -192,6 +192,12 @@ def test_clear_cooldown(page, gw, up, shots):
     go(page, "providers")
     button = page.wait_for_selector('#providers-table button.clear[data-provider=up][data-model=up-gpt]')
     assert "cooling" in page.inner_text("#providers-table")
+    # its requests and error rate are the gateway's in-memory counters (GET /targets)
+    t = next(r for r in api(gw, "GET", "/targets").json()["data"] if r["model"] == "up-gpt")
+    cells = page.eval_on_selector('#providers-table button.clear[data-provider=up][data-model=up-gpt]',
+                                  "b => [...b.closest('tr').children].map((td) => td.textContent)")
+    assert cells[5] == str(t["requests"]) and t["errors"] >= 1
+    assert cells[6] == f"{100 * t['errors'] / t['requests']:.1f} %"
     page.screenshot(path=str(shots / "ui-providers.png"), full_page=True)
     button.click()
     page.wait_for_selector("#providers-status p")

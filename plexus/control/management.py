@@ -43,6 +43,7 @@ from ..config_error import ConfigError
 from ..errors import GatewayError
 from ..gateway.handler import Gateway
 from .events import DEFAULT_MAX_QUEUE
+from .metrics import LATENCY_BUCKETS
 from .keys import check_admin
 from .ui import UiFiles, is_ui_path
 from .management_query import (
@@ -70,6 +71,7 @@ ROUTES = (
     ("usage/summary", {"GET": "usage_summary"}),
     ("events", {"GET": "events"}),
     ("cooldowns", {"GET": "cooldowns", "DELETE": "clear_cooldowns"}),
+    ("targets", {"GET": "targets"}),
     ("cooldowns/{provider}", {"DELETE": "clear_provider_cooldowns"}),
     ("debug", {"GET": "debug", "POST": "set_debug"}),
     ("debug/logs", {"GET": "debug_logs", "DELETE": "clear_debug_logs"}),
@@ -263,8 +265,16 @@ class Management:
     # ------------------------------------------------------------------ events (SSE)
 
     async def events(self, req, resp) -> None:
-        parse_query(req.query, ())
-        sub = self.plane.events.subscribe(self.max_queue)
+        q = parse_query(req.query, ("max_rate",))
+        rate = 0.0
+        if "max_rate" in q:
+            try:
+                rate = float(q["max_rate"])
+            except ValueError:
+                rate = -1.0
+            if not (0.0 <= rate <= 1e6):
+                raise ApiError(400, "invalid parameter 'max_rate': records per second, 0 (all) or more")
+        sub = self.plane.events.subscribe(self.max_queue, rate)
         try:
             resp.start(200, _SSE_HEADERS, b": connected\n\n")
             while True:
@@ -287,6 +297,15 @@ class Management:
             row["until_unix"] = wall + (until - now) if until else None
             row["last_failure_unix"] = wall + (last - now) if last else None
         send_json(resp, 200, {"data": rows})
+
+    async def targets(self, req, resp) -> None:
+        """Cumulative requests, errors and latency histograms per (provider, model), from the
+        metrics (every worker's): cheap enough to poll, unlike a usage summary over a range."""
+        parse_query(req.query, ())
+        self._settle()  # every request that has ended is counted (its records are settled anyway)
+        peers = self.plane.peers
+        rows = self.plane.metrics.targets(peers.others() if peers is not None else ())
+        send_json(resp, 200, {"data": rows, "buckets_ms": list(LATENCY_BUCKETS), "time": time.time()})
 
     async def clear_cooldowns(self, req, resp) -> None:
         parse_query(req.query, ())

@@ -240,6 +240,34 @@ class Metrics:
         for c, n in snap.get("codes", ()):
             self._codes[c] = self._codes.get(c, 0) + n
 
+    def targets(self, others: list | tuple = ()) -> list[dict]:
+        """Cumulative counts per (provider, model) — requests, errors, and the duration and TTFT
+        histograms (`LATENCY_BUCKETS`, ms) — with the other workers' snapshots added: O(label
+        sets), no store query (the dashboard's Providers page takes rates from two reads)."""
+        src = self
+        if others:
+            src = Metrics(max_series=self.max_series)
+            src.absorb(self.snapshot())
+            for snap in others:
+                src.absorb(snap)
+        out: dict[tuple, dict] = {}
+        for (alias, provider, model, status), sl in src._slots.items():
+            if provider is None:
+                continue
+            row = out.get((provider, model))
+            if row is None:
+                n = len(LATENCY_BUCKETS) + 2
+                row = out[(provider, model)] = {"provider": provider, "model": model, "requests": 0, "errors": 0,
+                                                "duration": [0] * n, "ttft": [0] * n}
+            row["requests"] += sl.requests
+            if status != "success":
+                row["errors"] += sl.requests
+            for name, h in (("duration", sl.duration), ("ttft", sl.ttft)):
+                acc = row[name]
+                for i, v in enumerate(h):
+                    acc[i] += v
+        return list(out.values())
+
     # ---- scrape time -----------------------------------------------------------------------
 
     def render(self, others: list | tuple = ()) -> bytes:

@@ -4,6 +4,10 @@ import { h, money, ms, num, time, tableRow } from "./util.js";
 import { showTrace } from "./trace.js";
 
 const MAX_ROWS = 500;
+// At most this many records per second come to the page (GET /events?max_rate=): the rest are
+// counted by the gateway and shown as a number, so an open page never costs it a JSON document
+// per request under load.
+const MAX_RATE = 20;
 
 export const COLUMNS = [
   { label: "time", get: (r) => time(r.time) },
@@ -28,12 +32,14 @@ export function mount(el) {
   const held = [];            // arrived while paused
   let paused = false;
   const state = h("span", { class: "muted", id: "live-state" }, "connecting…");
+  const skippedNote = h("span", { class: "muted", id: "live-skipped" }, "");
+  let skipped = 0;
   const filter = h("input", { type: "search", id: "live-filter", placeholder: "filter (alias, key, provider, status…)" });
   const pause = h("button", { id: "live-pause", type: "button" }, "Pause");
   const body = h("tbody", { id: "live-rows" });
   const detail = h("section", { id: "live-detail", class: "detail" });
   el.append(
-    h("div", { class: "toolbar" }, h("h1", {}, "Live"), filter, pause, state),
+    h("div", { class: "toolbar" }, h("h1", {}, "Live"), filter, pause, state, skippedNote),
     h("div", { class: "scroll" }, h("table", { class: "grid", id: "live-table" },
       h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { class: c.cls }, c.label)))), body)),
     detail,
@@ -72,7 +78,12 @@ export function mount(el) {
     let delay = 500;
     while (!ctl.signal.aborted) {
       try {
-        await sse("/events", (type, data) => {
+        await sse(`/events?max_rate=${MAX_RATE}`, (type, data) => {
+          if (type === "skipped") {
+            skipped += JSON.parse(data).count;
+            skippedNote.textContent = `${num(skipped)} more not shown (at most ${MAX_RATE} per second)`;
+            return;
+          }
           if (type !== "usage") return;
           const r = JSON.parse(data);
           if (paused) { held.unshift(r); state.textContent = `paused (${held.length} waiting)`; } else add(r);
