@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fake_upstream import FakeUpstream, Reply
 from spawn import start_plexus, wait_for
+from plexus.control.peers import SNAPSHOT_EVERY
 
 ADMIN = "adm-workers-5"
 MSGS = [{"role": "user", "content": "hi"}]
@@ -91,8 +92,10 @@ def test_two_workers_share_the_port_the_records_and_the_metrics(fake, tmp_path):
         prefixes = {i[:8] for i in ids}
         assert len(prefixes) == 2, prefixes           # both workers answered
         assert len(set(ids)) == 40                    # and ids never collide
-        # every scrape counts all 40 (the other worker's part comes from its snapshot, ≤ 1 s old)
+        # every scrape counts all 40 once each worker's snapshot (written every SNAPSHOT_EVERY s)
+        # holds its share, whichever worker is scraped
         wait_for(lambda: _requests_total(px.url) == 40, 5, what="metrics summed over the workers")
+        time.sleep(2 * SNAPSHOT_EVERY + 0.2)
         for _ in range(6):
             assert _requests_total(px.url) == 40
         px.proc.send_signal(signal.SIGTERM)
