@@ -170,8 +170,9 @@ def test_usage_chart_and_table_agree(page, gw, shots):
     times = page.eval_on_selector_all("#usage-time table.grid tbody tr",
                                       "trs => trs.map(tr => Number(tr.cells[1].textContent))")
     assert sum(times) == sum(s["requests"] for s in summary)
-    # latency per target: the model summary's p50
-    by_model = api(gw, "GET", "/usage/summary", params={"group_by": "model"}).json()["data"]
+    # latency per target (provider/model): the target summary's p50
+    by_model = api(gw, "GET", "/usage/summary", params={"group_by": "target"}).json()["data"]
+    assert all("/" in m["target"] for m in by_model)
     lat = page.eval_on_selector_all("#usage-latency .bar[data-series=p50]", "bs => bs.map(b => Number(b.dataset.value))")
     assert lat == pytest.approx([m["duration_ms_p50"] for m in by_model])
     # CSV export of the same table

@@ -353,7 +353,13 @@ def test_summary_percentiles_exact(new_store):
                     "ttft_ms_p50": None, "ttft_ms_p95": None}
 
 
-@pytest.mark.parametrize("group_by", ["alias", "provider", "model", "key", "dialect", "status"])
+def _group_value(u, group_by: str):
+    if group_by == "target":  # "<provider>/<model>"
+        return None if u.provider is None or u.model is None else f"{u.provider}/{u.model}"
+    return getattr(u, group_by)
+
+
+@pytest.mark.parametrize("group_by", ["alias", "provider", "model", "key", "dialect", "status", "target"])
 def test_summary_matches_python(new_store, group_by):
     records = varied(300)
     filters = {"since": T0 + 20}
@@ -362,7 +368,7 @@ def test_summary_matches_python(new_store, group_by):
     groups: dict = {}
     for u in records:
         if matches(u, filters):
-            groups.setdefault(getattr(u, group_by), []).append(u)
+            groups.setdefault(_group_value(u, group_by), []).append(u)
     assert [d["requests"] for d in got] == sorted((len(v) for v in groups.values()), reverse=True)
     assert {d[group_by] for d in got} == set(groups)
     for d in got:

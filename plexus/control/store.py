@@ -39,7 +39,7 @@ from .usage import FIELDS, Usage
 
 MAX_LIMIT = 1000
 
-GROUP_BY = ("alias", "provider", "model", "key", "dialect", "status")
+GROUP_BY = ("alias", "provider", "model", "key", "dialect", "status", "target")  # target: "<provider>/<model>"
 
 SUMMED = ("input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost")
 PERCENTILE_FIELDS = ("duration_ms", "ttft_ms")

@@ -321,7 +321,7 @@ class SqliteStore:
     def summary(self, group_by: str, filters: dict) -> list[dict]:
         store.check_group_by(group_by)
         where, params = _where(filters)
-        g = f'"{group_by}"'
+        g = _GROUP_SQL.get(group_by) or f'"{group_by}"'
         sums = ", ".join(f'SUM("{f}")' for f in SUMMED)
         conn = self._connect(write=False)
         try:
@@ -350,6 +350,10 @@ class SqliteStore:
             return _delete_before(conn, before)
         finally:
             conn.close()
+
+
+# group_by values that are no column: the SQL expression they group by
+_GROUP_SQL = {"target": '("provider" || \'/\' || "model")'}
 
 
 def _where(filters: dict | None) -> tuple[str, list]:

@@ -36,11 +36,11 @@ export function mount(el) {
     message(status, "loading…", "muted");
     let records = [], total = 0, sums;
     try {
-      const [g, model] = await Promise.all([
+      const [g, target] = await Promise.all([
         api("/usage/summary", { query: { ...q, group_by: group.value } }),
-        api("/usage/summary", { query: { ...q, group_by: "model" } }),
+        api("/usage/summary", { query: { ...q, group_by: "target" } }),
       ]);
-      sums = { g: g.data, model: model.data };
+      sums = { g: g.data, target: target.data };
       for (let p = 0; p < MAX_PAGES; p++) {
         const page = await api("/usage", { query: { ...q, limit: 1000, offset: p * 1000 } });
         records = records.concat(page.data);
@@ -57,7 +57,7 @@ export function mount(el) {
     out.replaceChildren(
       timeSection(records, since, until),
       groupSection(sums.g, group.value),
-      latencySection(sums.model),
+      latencySection(sums.target),
     );
   }
 
@@ -110,7 +110,7 @@ export function mount(el) {
 
   function latencySection(rows) {
     const cols = [
-      { label: "target model", get: (r) => r.model ?? "(none)" },
+      { label: "target", get: (r) => r.target ?? "(none)" },
       { label: "requests", cls: "n", get: (r) => r.requests },
       { label: "p50 duration", cls: "n", get: (r) => ms(r.duration_ms_p50), csv: (r) => r.duration_ms_p50 },
       { label: "p95 duration", cls: "n", get: (r) => ms(r.duration_ms_p95), csv: (r) => r.duration_ms_p95 },
@@ -119,7 +119,7 @@ export function mount(el) {
       { label: "tokens/s", cls: "n", get: (r) => num(r.tokens_per_second, 1), csv: (r) => r.tokens_per_second },
     ];
     const chart = barChart("latency per target", rows.map((r) => ({
-      label: String(r.model ?? "(none)"),
+      label: String(r.target ?? "(none)"),
       values: [r.duration_ms_p50, r.duration_ms_p95, r.ttft_ms_p50, r.ttft_ms_p95],
     })), ["p50", "p95", "TTFT p50", "TTFT p95"], [ms, ms, ms, ms]);
     return section("Latency and time to first token per target", "usage-latency", [chart], cols, rows, "usage-latency.csv");
