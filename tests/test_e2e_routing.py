@@ -1,7 +1,7 @@
 """End-to-end: cooldowns and selectors, through a real Plexus process and the official SDKs.
 
 Theory (the spec under test, routing/cooldowns.py and routing/select.py): a target that fails is
-skipped for the next step of ``routing.cooldown`` (here a tiny [0.2, 0.8, 2] so expiry is seen in
+skipped for the next step of ``routing.cooldown`` (here a small [0.4, 1.6, 4] so expiry is seen in
 a test); a failure after a cooldown expired escalates to the next step, a success forgets the
 streak (the next failure starts again at the first step); when every target of an alias is cooling
 the one that comes back first is still tried (a call, not an instant error). Selectors, measured
@@ -21,8 +21,8 @@ import pytest
 from fake_upstream import DEFAULT_TEXT, default_reply
 from failover_world import DIALECTS, NEXT, ask, check_dialect_error, ask_error, error_reply, world
 
-COOLDOWN = [0.2, 0.8, 2]
-PAST_FIRST = 0.25   # sleep that outlasts the first cooldown step, never the second
+COOLDOWN = [0.4, 1.6, 4]  # (steps wide enough that a slow CI machine's request never crosses one)
+PAST_FIRST = 0.5    # sleep that outlasts the first cooldown step, never the second
 MODES = {"json": False, "stream": True}
 CASES = [(d, m) for d in DIALECTS for m in MODES]
 ROTATION = [(d, s) for d in DIALECTS for s in (False, True)]
@@ -74,17 +74,17 @@ def test_cooldown_escalates_expires_and_is_reset_by_a_success(w, dialect, mode):
         fa, _ = new_calls(w, before)
         assert fa == ([f"m1-{alias}"] if primary_called else []), fa
 
-    step(True, backup, "2", True)       # fails: first step (0.2 s)
+    step(True, backup, "2", True)       # fails: first step (0.4 s)
     step(False, backup, "1", False)     # cooling: straight to the backup
     time.sleep(PAST_FIRST)
-    step(True, backup, "2", True)       # expired, tried again, fails: second step (0.8 s)
+    step(True, backup, "2", True)       # expired, tried again, fails: second step (1.6 s)
     time.sleep(PAST_FIRST)
     step(False, backup, "1", False)     # escalated: still cooling where the first step had ended
-    time.sleep(0.8 - PAST_FIRST + 0.05)
+    time.sleep(COOLDOWN[1] - PAST_FIRST + 0.05)
     step(False, primary, "1", True)     # expired: back to the primary, and the success resets it
     step(True, backup, "2", True)       # a new failure starts at the first step again...
     time.sleep(PAST_FIRST)
-    step(False, primary, "1", True)     # ...so it is over after 0.2 s (not 2 s, the third step)
+    step(False, primary, "1", True)     # ...so it is over after 0.4 s (not 4 s, the third step)
 
 
 @pytest.mark.parametrize("dialect,mode", CASES)
