@@ -9,24 +9,16 @@ media type, which the IR treats as an image) keep the image_url part.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 import pytest
 from pydantic import TypeAdapter
 
+from stub_provider import StubProvider
 from plexus import ir
 from plexus.dialects.openai.build import build_request
 
 
-@dataclass(frozen=True)
-class Prov:
-    name: str = "p"
-    type: str = "openai"
-    max_tokens: int = 0
-    stream_usage: bool = True
-    host: str = "api.openai.com"
-    reasoning: bool = True
+Prov = StubProvider
 
 
 def _user_content(parts) -> list:

@@ -8,11 +8,12 @@ the IR and build gives back the client's messages and tools.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from functools import partial
 
 import orjson
 import pytest
 
+from stub_provider import StubProvider
 from plexus import ir
 from plexus.dialects.openai.build import build_request
 from plexus.dialects.openai.request import parse_request
@@ -20,14 +21,7 @@ from plexus.dialects.registry import DIALECTS
 from plexus.errors import GatewayError
 
 
-@dataclass(frozen=True)
-class Prov:
-    name: str = "p"
-    type: str = "openai"
-    max_tokens: int = 0
-    stream_usage: bool = True
-    host: str = "127.0.0.1"
-    reasoning: bool = True
+Prov = partial(StubProvider, host="127.0.0.1")  # a self-hosted server by default
 
 
 def build(req: ir.Request, prov=Prov(), model="up-model") -> dict:

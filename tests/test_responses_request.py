@@ -15,13 +15,13 @@ from __future__ import annotations
 import base64
 import copy
 import functools
-from dataclasses import dataclass
 
 import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from anthropic_helpers import json_paths
+from stub_provider import StubProvider
 from plexus import ir
 from plexus.dialects import registry
 from plexus.dialects.responses.names import flat_name, wrap_reasoning
@@ -29,15 +29,7 @@ from plexus.dialects.responses.request import model_and_stream, parse_request
 from plexus.errors import GatewayError
 
 
-@dataclass(frozen=True)
-class Prov:
-    name: str = "p"
-    type: str = "openai"
-    max_tokens: int = 0
-    stream_usage: bool = True
-    host: str = "api.openai.com"
-    reasoning: bool = True
-    base_path: str = "/v1beta"
+Prov = StubProvider
 
 
 ANTH_SIG = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds7ZIbZGp8Xp=="
