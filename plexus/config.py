@@ -23,7 +23,7 @@ Anthropic providers default to 4096; other types default to 0, meaning "inject n
 a provider with a list keeps target models strict.  Layout: this file holds server, upstream
 and providers; config_models.py aliases, targets, timeouts and ``routing:``; config_control.py
 ``keys:``, ``admin_key:``, ``usage:``, ``metrics:``, ``debug:``, ``log:``, ``ui:`` and a provider's ``pricing:``;
-config_reader.py the typed value readers.
+config_stores.py ``usage_store:`` and ``state_store:`` (many instances sharing state); config_reader.py the typed value readers.
 
 ``server.host`` defaults to 127.0.0.1: listening on every interface is a decision to write
 down (the CLI warns when it listens beyond loopback without ``keys:``).
@@ -55,6 +55,7 @@ from .config_models import (
     read_timeouts,
 )
 from .config_reader import BAD_NAME_CHAR, Reader, join, kind
+from .config_stores import StoreSettings, parse_stores
 from .config_yaml import load_yaml
 from .proxies import Proxy, ProxyError, parse_proxy, proxy_for
 
@@ -127,6 +128,7 @@ class Config:
     debug: DebugSettings = DebugSettings()
     log: LogSettings = LogSettings()
     ui: UiSettings = UiSettings()
+    stores: StoreSettings = StoreSettings()   # usage_store / state_store: shared by many instances
 
 
 # --------------------------------------------------------------------------- defaults / tables
@@ -142,7 +144,7 @@ UPSTREAM_LIMITS = {"max_response_bytes": 64 * 1024 * 1024}
 ANTHROPIC_DEFAULT_MAX_TOKENS = 4096
 
 _TOP_KEYS = ("server", "upstream", "providers", "models", "routing", "keys", "admin_key", "usage", "metrics",
-             "debug", "log", "ui")
+             "debug", "log", "ui", "usage_store", "state_store")
 _SERVER_KEYS = (*SERVER_DEFAULTS, "trusted_proxies")
 _PROVIDER_KEYS = ("type", "api_base_url", "api_key", "models", "headers", *TIMEOUT_SPELLINGS,
                   "max_response_bytes", "max_tokens", "stream_usage", "reasoning", "ca_file", "tls_verify",
@@ -416,10 +418,14 @@ def _sections(r: Reader, data: object) -> Config | None:
     ui = UiSettings()
     with r.entry():
         ui = parse_ui(r, top.get("ui"))
+    stores = StoreSettings()
+    with r.entry():
+        stores = parse_stores(r, top)
     if r.errors:
         return None
     return Config(path=r.file, server=server, providers=providers, aliases=aliases, routing=routing, keys=keys,
-                  admin_key=admin_key, usage=usage, metrics=metrics, debug=debug, log=log_settings, ui=ui)
+                  admin_key=admin_key, usage=usage, metrics=metrics, debug=debug, log=log_settings, ui=ui,
+                  stores=stores)
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:

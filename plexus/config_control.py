@@ -2,13 +2,15 @@
 
 Sections (all optional; config/plexus.yaml documents each key):
 
-    keys:         name -> {secret, models, max_inflight}: the inbound API keys. No keys =
+    keys:         name -> {secret, models, max_inflight, rpm, tpm}: the inbound API keys. No keys =
                   anyone who reaches the port may call (the CLI warns when that port is not loopback).
     admin_key:    the management API's key; absent or empty -> $PLEXUS_ADMIN_KEY (read from
                   the same env mapping as every ``${VAR}``); "" = management API off.
-    usage:        {enabled, path, retention_days}: the usage database.  A relative ``path``
-                  is resolved against the config file's directory ("<...>" in-memory configs:
-                  the current directory), so the database does not move with the cwd.
+    usage:        {enabled, path, retention_days, buffer_records, spool_path}: the usage
+                  database.  A relative ``path`` (or ``spool_path``) is resolved against the
+                  config file's directory ("<...>" in-memory configs: the current directory), so
+                  the database does not move with the cwd.  ``buffer_records`` and ``spool_path``
+                  serve a PostgreSQL ``usage_store`` (config_stores.py) while it is unreachable.
     metrics:      {allow: [IP or CIDR]}: peers that may scrape /metrics without the admin key.
     debug:        {max_entries}: how many debug captures are kept.
     ui:           {enabled}: serve the dashboard at /ui (default true; only with an admin key).
@@ -48,12 +50,13 @@ __all__ = ["DebugSettings", "InboundKey", "LogSettings", "MetricsSettings", "Pri
            "parse_keys", "parse_metrics", "parse_networks", "parse_pricing", "parse_usage"]
 
 ADMIN_KEY_ENV = "PLEXUS_ADMIN_KEY"
-USAGE_DEFAULTS = {"enabled": True, "path": "plexus-usage.db", "retention_days": 30.0}
+USAGE_DEFAULTS = {"enabled": True, "path": "plexus-usage.db", "retention_days": 30.0,
+                  "buffer_records": 50_000, "spool_path": "plexus-usage.spool"}
 DEBUG_MAX_ENTRIES = 100
 DEBUG_LIMIT = 10_000           # each capture may hold whole request/response bodies
 PER_MILLION = 1_000_000
 
-_KEY_KEYS = ("secret", "models", "max_inflight")
+_KEY_KEYS = ("secret", "models", "max_inflight", "rpm", "tpm")
 _USAGE_KEYS = tuple(USAGE_DEFAULTS)
 _METRICS_KEYS = ("allow",)
 _DEBUG_KEYS = ("max_entries",)
@@ -67,6 +70,8 @@ class InboundKey:
     secret: str = field(repr=False)
     models: frozenset[str] | None = None   # the aliases this key may call; None = all
     max_inflight: int = 0                  # its requests in flight; beyond: 429 (0 = no limit)
+    rpm: int = 0                           # its requests per minute; beyond: 429 (control/ratelimit.py)
+    tpm: int = 0                           # its tokens (input + output) per minute; beyond: 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ class UsageSettings:
     enabled: bool = True
     path: str = ""                # absolute after parsing; "" only in a Config built in code
     retention_days: float = 30.0  # 0 = keep forever
+    buffer_records: int = 50_000  # PostgreSQL unreachable: records held in memory, then spooled
+    spool_path: str = ""          # ... to this file (absolute after parsing; a suffix per process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +187,9 @@ def _key(r: Reader, name: object, body: object, aliases: Collection[str]) -> Inb
             seen.add(alias)
         models = frozenset(seen)
     limit = 0 if d.get("max_inflight") is None else r.integer(d["max_inflight"], f"{path}.max_inflight", 0)
-    return InboundKey(name=name, secret=secret, models=models, max_inflight=limit)
+    rpm = 0 if d.get("rpm") is None else r.integer(d["rpm"], f"{path}.rpm", 0)
+    tpm = 0 if d.get("tpm") is None else r.integer(d["tpm"], f"{path}.tpm", 0)
+    return InboundKey(name=name, secret=secret, models=models, max_inflight=limit, rpm=rpm, tpm=tpm)
 
 
 def parse_admin_key(r: Reader, raw: object, keys: tuple[InboundKey, ...]) -> str:
@@ -217,7 +226,13 @@ def parse_usage(r: Reader, raw: object) -> UsageSettings:
         r.fail("usage.path", f"{path!r} is a directory; name the database file")
     retention = r.number(get("retention_days"), "usage.retention_days", "a number of days",
                          "0 (keep forever) or a positive number of days", zero_ok=True)
-    return UsageSettings(enabled=enabled, path=path, retention_days=retention)
+    buffer = r.integer(get("buffer_records"), "usage.buffer_records", 0)
+    spool = r.string(get("spool_path"), "usage.spool_path").strip()
+    if not spool:
+        r.fail("usage.spool_path", "must not be empty")
+    spool = os.path.abspath(os.path.join(config_dir(r.file), os.path.expanduser(spool)))
+    return UsageSettings(enabled=enabled, path=path, retention_days=retention, buffer_records=buffer,
+                         spool_path=spool)
 
 
 def parse_networks(r: Reader, raw: object, path: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -412,6 +427,8 @@ def _secret_nodes(root) -> dict[int, tuple[ScalarNode, str]]:
                         every_scalar(bv, "secret")
         elif name == "admin_key":
             every_scalar(v, "secret")
+        elif name in ("usage_store", "state_store") and isinstance(v, ScalarNode):
+            found[id(v)] = (v, "proxy")   # a URL: only its user:password is secret
     return found
 
 
@@ -424,7 +441,7 @@ def mask_config_text(text: str) -> str:
 
     Secrets: the values of ``api_key``, ``secret`` and ``admin_key`` (by position, and under
     those key names anywhere), every value under a provider's ``headers:``, and the
-    ``user:pass`` of a provider's ``proxy:`` URL.  A value made only of ``${VAR}`` references is
+    ``user:pass`` of a provider's ``proxy:`` URL and of the ``usage_store``/``state_store`` URLs.  A value made only of ``${VAR}`` references is
     shown as written (the reference is not the secret); a literal ``:-default`` in it becomes
     ``${VAR:-****}``.  Only the masked scalars change (each becomes a double-quoted string, so
     the result is YAML that parses to the same shape); comments and layout stay.

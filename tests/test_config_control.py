@@ -21,7 +21,9 @@ from test_config import EXAMPLE, GOOD_YAML, _both, _set, base, parse
 def test_control_defaults():
     c = parse(base())
     assert c.keys == () and c.admin_key == ""
-    assert c.usage == UsageSettings(enabled=True, path=os.path.abspath("plexus-usage.db"), retention_days=30.0)
+    assert c.usage == UsageSettings(enabled=True, path=os.path.abspath("plexus-usage.db"), retention_days=30.0,
+                                    buffer_records=50_000, spool_path=os.path.abspath("plexus-usage.spool"))
+    assert c.stores.usage_store == "" and c.stores.state_store == ""
     assert c.metrics == MetricsSettings(allow=()) and c.debug == DebugSettings(max_entries=100)
     assert c.server.trusted_proxies == ()
     assert all(p.pricing == {} for p in c.providers.values())
@@ -86,7 +88,8 @@ def test_usage_section_and_path_resolution(tmp_path):
     d = base()
     d["usage"] = {"enabled": False, "path": "data/u.db", "retention_days": 0}
     c = parse_config(d, str(tmp_path / "conf" / "plexus.yaml"), env={})
-    assert c.usage == UsageSettings(enabled=False, path=str(tmp_path / "conf" / "data" / "u.db"), retention_days=0.0)
+    assert c.usage == UsageSettings(enabled=False, path=str(tmp_path / "conf" / "data" / "u.db"), retention_days=0.0,
+                                    spool_path=str(tmp_path / "conf" / "plexus-usage.spool"))
     c = parse_config(d, "<config>", env={})  # in memory: the current directory
     assert c.usage.path == os.path.join(os.getcwd(), "data", "u.db")
     d["usage"] = {"path": str(tmp_path / "abs.db"), "retention_days": 7.5}
@@ -94,6 +97,14 @@ def test_usage_section_and_path_resolution(tmp_path):
     assert (c.usage.enabled, c.usage.path, c.usage.retention_days) == (True, str(tmp_path / "abs.db"), 7.5)
     d["usage"] = {"path": "~/u.db"}
     assert parse(d).usage.path == os.path.expanduser("~/u.db")
+    d["usage"] = {"spool_path": "spool/u.spool", "buffer_records": 10}
+    u = parse_config(d, str(tmp_path / "conf" / "plexus.yaml"), env={}).usage
+    assert (u.spool_path, u.buffer_records) == (str(tmp_path / "conf" / "spool" / "u.spool"), 10)
+    for bad in ({"spool_path": ""}, {"buffer_records": -1}, {"buffer_records": "x"}):
+        d["usage"] = bad
+        with pytest.raises(ConfigError) as ei:
+            parse(d)
+        assert ei.value.key_path == f"usage.{next(iter(bad))}"
     d["usage"] = {"path": "${UDB:-u.db}", "enabled": "${UE:-false}", "retention_days": "${UR}"}
     u = parse_config(d, str(tmp_path / "p.yaml"), env={"UR": "3"}).usage
     assert (u.enabled, u.path, u.retention_days) == (False, str(tmp_path / "u.db"), 3.0)
