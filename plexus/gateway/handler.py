@@ -18,7 +18,9 @@
 Limits (API.md "Limits"): after the key check, a key at its ``max_inflight`` gets 429 and a
 gateway at ``server.max_inflight`` (this gateway's handler tasks, every generation) 503, both
 with ``retry-after: 1``; a provider at its ``max_inflight`` is skipped per target (attempt.py).
-Each is one integer test when unset (``State.max_inflight``, ``KeyRing.limits``).
+Each is one integer test when unset (``State.max_inflight``, ``KeyRing.limits``). A key's
+``rpm``/``tpm`` (control/ratelimit.py, shared through Redis with ``state_store:``) gets 429 with
+``retry-after`` = seconds to the next minute window; one boolean test when no key has one.
 
 Every inference request leaves one usage record (control/usage.py), whatever its outcome: the
 request fills in what it knows and references to where the usage is, and hands the record to
@@ -57,6 +59,8 @@ from ..errors import GatewayError, invalid, shutting_down
 from ..routing import Router
 from ..server.messages import Request
 from ..control.keys import KeyRing
+from ..control.ratelimit import RateLimits
+from ..control.stores import health_answer
 from ..control.usage import Usage
 from .attempt import Call, attempt, request_ids
 from .runtime import ProviderRuntime, models_listing, models_response
@@ -67,14 +71,17 @@ _JSON = (b"content-type", b"application/json")
 _LARGE_BODY = 1 << 20  # bodies above this yield to the loop between parsing and the rest of the work
 _MODEL_PATHS = (b"/v1/models", b"/v1beta/models")
 _MODEL_PREFIXES = (b"/v1/models/", b"/v1beta/models/")
-_BOOT = os.urandom(4).hex()  # request ids: this process's random prefix + a counter
+# request ids: this process's random prefix + a counter. 64 random bits: instances and restarts
+# sharing one PostgreSQL store never draw the same prefix (a duplicate id would be one record lost
+# to ON CONFLICT DO NOTHING), ~1e-9 after 200,000 process starts
+_BOOT = os.urandom(8).hex()
 _SEQ = itertools.count(1)
 
 
 def _new_boot() -> None:
     """A forked worker (supervisor.py) gets its own prefix: ids stay unique across workers."""
     global _BOOT, _SEQ
-    _BOOT = os.urandom(4).hex()
+    _BOOT = os.urandom(8).hex()
     _SEQ = itertools.count(1)
 
 
@@ -115,6 +122,8 @@ class Gateway:
         self.on_apply: list = []            # callables(config) run after each apply
         self.streams = 0                    # streamed answers in progress (a metrics gauge)
         self.key_inflight: dict = {}        # key name -> its requests in flight (keys with max_inflight)
+        self.rate = RateLimits()            # keys' rpm/tpm windows (kept across reloads; Redis shares them)
+        self.rate.configure(_rate_limits(config))
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     # the current generation's parts (a request reads them once, through its Call)
@@ -145,6 +154,7 @@ class Gateway:
             rt.provider, rt.max_inflight = config.providers[name], config.providers[name].max_inflight
         same = config.routing.cooldown == old.config.routing.cooldown
         self.state = State(config, runtime, old.router.cooldowns if same else None)
+        self.rate.configure(_rate_limits(config))
         if old.active:
             self._old.append(old)
         if self.plane is not None:
@@ -205,7 +215,7 @@ class Gateway:
                 self._method(req, m.method)
                 await self.complete(req, resp, d, d.path_args(m.rest))
             elif path == b"/health":
-                resp.send(200, [(b"content-type", b"text/plain; charset=utf-8")], b"OK")
+                resp.send(200, *health_answer(self.plane, req.query))
             elif path in _MODEL_PATHS or path.startswith(_MODEL_PREFIXES):
                 self._method(req, b"GET")
                 d = registry.guess(path, req.header)
@@ -280,6 +290,13 @@ class Gateway:
             key = rec.key = st.keys.check(req, d, None)
             if key is not None and st.keys.limits:  # (no dict lookup unless a key has max_inflight)
                 held = self._hold_key(st.keys.limits, key)
+            if key is not None and self.rate.enabled:  # (one attribute test unless a key has rpm/tpm)
+                refused = self.rate.admit(key, rec.time)
+                if refused is not None:
+                    if refused.__class__ is not tuple:  # Redis is granting this instance more permits
+                        refused = await refused
+                    if refused is not None:
+                        raise _rate_limited(key, *refused)
             if st.max_inflight and len(self._tasks) > st.max_inflight:  # (0: no limit)
                 raise GatewayError(503, f"Plexus is at its limit of {st.max_inflight} requests in flight "
                                         "(server.max_inflight); retry shortly", headers=[_RETRY_1])
@@ -382,6 +399,19 @@ class Gateway:
             if not any(addr in n for n in trusted):
                 return hop
         return ip
+
+
+def _rate_limits(config) -> dict:
+    """key name -> (rpm, tpm) of the keys that have either."""
+    return {k.name: (k.rpm, k.tpm) for k in config.keys if k.rpm or k.tpm}
+
+
+def _rate_limited(key: str, retry_after: float, which: str, limit: int) -> GatewayError:
+    what = "requests" if which == "rpm" else "tokens"
+    wait = max(1, int(retry_after + 0.999))
+    return GatewayError(429, f"API key '{key}' is over its limit of {limit} {what} per minute "
+                             f"(keys.{key}.{which}); retry in {wait} s", "rate_limit",
+                        headers=[(b"retry-after", str(wait).encode())])
 
 
 def _same_provider(new, old) -> bool:
