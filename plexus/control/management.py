@@ -24,7 +24,7 @@ configured (it would help), 403 when none is (no credential can help).
 
 Blocking work (the usage store's queries, config file I/O) runs in the default executor; the
 loop only parses, dispatches and writes. Handlers for one area each: config (reload.py does the
-work), usage (the store), events (SSE from events.py), cooldowns (the router), debug
+work), usage (the store; 503 while a PostgreSQL store cannot be read), events (SSE from events.py), cooldowns (the router), debug
 (debug.py), metrics.
 """
 
@@ -44,6 +44,7 @@ from ..errors import GatewayError
 from ..gateway.handler import Gateway
 from .events import DEFAULT_MAX_QUEUE
 from .metrics import LATENCY_BUCKETS
+from .store import StoreUnavailable
 from .keys import check_admin
 from .ui import UiFiles, is_ui_path
 from .management_query import (
@@ -72,6 +73,7 @@ ROUTES = (
     ("events", {"GET": "events"}),
     ("cooldowns", {"GET": "cooldowns", "DELETE": "clear_cooldowns"}),
     ("targets", {"GET": "targets"}),
+    ("ratelimits", {"GET": "ratelimits"}),
     ("cooldowns/{provider}", {"DELETE": "clear_provider_cooldowns"}),
     ("debug", {"GET": "debug", "POST": "set_debug"}),
     ("debug/logs", {"GET": "debug_logs", "DELETE": "clear_debug_logs"}),
@@ -251,6 +253,8 @@ class Management:
             rows, total = await resp.loop.run_in_executor(None, store.query, filters, limit, offset)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
+        except StoreUnavailable as e:
+            raise ApiError(503, str(e), headers=[(b"retry-after", b"5")]) from None
         send_json(resp, 200, {"data": rows, "total": total, "limit": limit, "offset": offset})
 
     async def usage_summary(self, req, resp) -> None:
@@ -260,6 +264,8 @@ class Management:
             rows = await resp.loop.run_in_executor(None, store.summary, group_by, filters)
         except ValueError as e:
             raise ApiError(400, str(e)) from None
+        except StoreUnavailable as e:
+            raise ApiError(503, str(e), headers=[(b"retry-after", b"5")]) from None
         send_json(resp, 200, {"data": rows, "group_by": group_by})
 
     # ------------------------------------------------------------------ events (SSE)
@@ -306,6 +312,14 @@ class Management:
         peers = self.plane.peers
         rows = self.plane.metrics.targets(peers.others() if peers is not None else ())
         send_json(resp, 200, {"data": rows, "buckets_ms": list(LATENCY_BUCKETS), "time": time.time()})
+
+    async def ratelimits(self, req, resp) -> None:
+        """Each key with an rpm/tpm: this minute's counts as this instance knows them, and the
+        state store's link (shared through Redis, or counted here alone)."""
+        parse_query(req.query, ())
+        state = self.plane.state
+        send_json(resp, 200, {"data": self.gateway.rate.snapshot(time.time()),
+                              "state_store": state.status() if state is not None else None})
 
     async def clear_cooldowns(self, req, resp) -> None:
         parse_query(req.query, ())

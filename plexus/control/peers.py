@@ -49,8 +49,12 @@ class Peers:
                 metrics.absorb(orjson.loads(f.read()))
         except (OSError, orjson.JSONDecodeError):
             pass
-        self.attach()
-        gateway.on_apply.append(lambda config: self.attach())
+        plane = getattr(gateway, "plane", None)
+        if plane is not None:   # the plane points the cooldown table at us (and Redis) after each reload
+            plane.add_listener(self)
+        else:                   # a bare gateway (tests)
+            self.attach()
+            gateway.on_apply.append(lambda config: self.attach())
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

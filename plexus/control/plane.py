@@ -8,14 +8,17 @@ live `/events` subscribers (nothing when there are none), the access log's queue
 on: control/access_log.py) and, only while debug capture matches, the debug ring. Nothing here awaits; metrics and events lag a request by at most
 SETTLE_EVERY.
 
-`start()` starts the store's writer thread and the config file watcher; `close()` stops the
-watcher and flushes the store (a clean shutdown loses no record).
+`start()` starts the store's writer thread, the state store's link (Redis, when `state_store:`
+is set: control/stores.py) and the config file watcher; `close()` stops the watcher, flushes the
+store (a clean shutdown loses no record) and closes the link. Settled records also spend the
+tokens of their key's `tpm` limit (control/ratelimit.py), here, off the request path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 from ..gateway.accounting import settle
@@ -26,6 +29,7 @@ from .events import EventHub
 from .management import Management
 from .metrics import Metrics
 from .reload import Reloader
+from .stores import Fanout, describe_usage, open_state_store, open_usage_store, usage_identity, usage_status
 
 log = logging.getLogger("plexus")
 
@@ -41,10 +45,11 @@ class Plane:
         self._access_flag, self._level_flag = access_log, log_level
         self.access = None
         self._logging(config)
-        self.store = None
-        if config.usage.enabled:
-            from .store_sqlite import SqliteStore
-            self.store = SqliteStore(config.usage.path, config.usage.retention_days)
+        self.store = open_usage_store(config)
+        self._store_id = usage_identity(config)
+        self.state = open_state_store(config)   # RedisState, or None: cooldowns and limits local
+        self.listeners: list = []               # Cooldowns listeners besides Redis (workers' peers)
+        self._tasks: set = set()
         self.metrics = Metrics(gauges=self._gauges())
         self.events = EventHub()
         self.debug = DebugLog(config.debug.max_entries)
@@ -75,6 +80,19 @@ class Plane:
         self.reloader = Reloader(gateway, gateway.config.path, loop)
         self.management = Management(gateway, self)
 
+    def add_listener(self, listener) -> None:
+        """Tell ``listener`` of every change to the cooldown table (control/peers.py)."""
+        self.listeners.append(listener)
+        self.attach_listeners()
+
+    def attach_listeners(self) -> None:
+        """Point the cooldown table in force (a reload may have made a new one) at the listeners."""
+        if self.gateway is None:
+            return
+        targets = [*self.listeners, *([self.state] if self.state is not None else [])]
+        self.gateway.router.cooldowns.listener = (None if not targets else targets[0] if len(targets) == 1
+                                                  else Fanout(targets))
+
     def _gauges(self) -> dict:
         def cooling():
             gw = self.gateway
@@ -101,7 +119,23 @@ class Plane:
                                               ("key",), lambda: {(k,): float(n) for k, n in
                                                                  (self.gateway.key_inflight.items()
                                                                   if self.gateway else ())}),
+            # the shared stores (control/stores.py): 0 while degraded
+            "plexus_store_up": ("1 when the store works, 0 while degraded (records buffered or spooled; "
+                                "cooldowns and rate limits local)", ("store", "backend"), self._stores_up),
+            "plexus_usage_buffered_records": ("Usage records held in memory, not yet in the store",
+                                              lambda: float((usage_status(self.store) or {}).get("buffered", 0))),
+            "plexus_usage_spooled_records": ("Usage records in the local spool file, waiting for the store",
+                                             lambda: float((usage_status(self.store) or {}).get("spooled", 0))),
         }
+
+    def _stores_up(self) -> dict:
+        out = {}
+        u = usage_status(self.store)
+        if u is not None:
+            out[("usage", u["backend"])] = 1.0 if u["state"] == "ok" else 0.0
+        if self.state is not None:
+            out[("state", "redis")] = 1.0 if self.state.up else 0.0
+        return out
 
     def record(self, u) -> None:
         """The request path's one call: queue the record (settled within SETTLE_EVERY s)."""
@@ -119,6 +153,8 @@ class Plane:
         store = self.store
         add = store.add if store is not None else None
         access = self.access.add if self.access is not None else None
+        rate = self.gateway.rate if self.gateway is not None and self.gateway.rate.enabled else None
+        wall = time.time() if rate is not None else 0.0   # tokens count in the window they end in
         n = min(len(pending), SETTLE_BATCH)
         for _ in range(n):
             u = pending.popleft()
@@ -127,6 +163,8 @@ class Plane:
             except Exception:  # a record must never break the loop; it is still counted
                 log.exception("usage record %s could not be completed", u.id)
             observe(u)
+            if rate is not None and u.key is not None and (u.input_tokens or u.output_tokens):
+                rate.spend(u.key, (u.input_tokens or 0) + (u.output_tokens or 0), wall)
             if add is not None:
                 add(u)
             publish(u)
@@ -153,29 +191,54 @@ class Plane:
         before the old one is flushed and closed in a thread, so no record waits or is lost);
         the `log:` section applies at once (unless the command line set it)."""
         self._logging(config)
-        u = config.usage
+        self._reconfigure_state(config)
+        self.attach_listeners()
+        ident = usage_identity(config)
+        if ident == self._store_id:
+            return
         old = self.store
-        if old is None and not u.enabled:
+        try:
+            new = open_usage_store(config)
+        except Exception as e:  # (a file that is no database, a directory we cannot create)
+            log.error("usage store %s cannot be opened (%s); records keep going to the old one",
+                      describe_usage(config), e)
             return
-        if old is not None and u.enabled and old.path == u.path and old.retention_days == u.retention_days:
-            return
-        new = None
-        if u.enabled:
-            from .store_sqlite import SqliteStore
-            try:
-                new = SqliteStore(u.path, u.retention_days)
-            except Exception as e:  # (a file that is no database, a directory we cannot create)
-                log.error("usage store %s cannot be opened (%s); records keep going to the old one", u.path, e)
-                return
+        if new is not None:
             new.start()
-        self.store = new
+        self.store, self._store_id = new, ident
         if old is not None:
             asyncio.get_running_loop().run_in_executor(None, old.close)
-        log.info("usage store: %s", f"{u.path} (retention {u.retention_days:g} days)" if new else "disabled")
+        log.info("usage store: %s", describe_usage(config))
+
+    def _reconfigure_state(self, config) -> None:
+        """A changed ``state_store:`` URL: close the old link, open and start the new one."""
+        old = self.state
+        if (old.url if old is not None else "") == config.stores.state_store:
+            return
+        self.state = open_state_store(config)
+        if old is not None:
+            self._spawn(old.close())
+        if self.state is not None:
+            self._start_state()
+        elif self.gateway is not None:
+            self.gateway.rate.shared = None
+        log.info("state store: %s", self.state.status()["url"] if self.state is not None else "this process only")
+
+    def _start_state(self) -> None:
+        gw = self.gateway
+        self._spawn(self.state.start(self._loop, lambda: gw.router.cooldowns, gw.rate))
+
+    def _spawn(self, coro) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def start(self) -> None:
         if self.store is not None:
             self.store.start()
+        if self.state is not None:
+            self._start_state()
+            self.attach_listeners()
         if self.reloader is not None and self.gateway.config.path not in ("", "<config>"):
             self.reloader.start()
 
@@ -189,3 +252,5 @@ class Plane:
             self.peers.close()   # the last metrics snapshot
         if self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+        if self.state is not None:
+            await self.state.close()
