@@ -1,4 +1,5 @@
-"""The usage store contract: what every backend (SQLite now, PostgreSQL later) offers, and the pure
+"""The usage store contract: what every backend (store_sqlite.py: one SQLite file; store_pg.py:
+PostgreSQL shared by many instances, with a local spool while it is unreachable) offers, and the pure
 helpers they share (filter validation → SQL conditions, paging limits, summary shape, nearest rank).
 
 Theory: the event loop only enqueues. `add()` turns the record into a tuple (FIELDS order) and
@@ -7,7 +8,8 @@ background thread per store owns the write connection and commits whatever is qu
 The queue is bounded: when the writer is far behind, the oldest rows are dropped and counted in
 `dropped`, so memory cannot grow without limit while the database is stuck. Reads (`query`,
 `summary`, `purge`) are blocking calls meant for a thread executor, and never share the writer's
-connection.
+connection. A backend whose database cannot be reached raises `StoreUnavailable` from them (its
+message names no password).
 
 Filters (all optional; a None value means "no filter"; an unknown name is a ValueError naming it):
 
@@ -64,6 +66,10 @@ FILTERS = {
     "status": ('"status" = {}', _TEXT),
     "request_id": ('"request_id" = {}', _TEXT),
 }
+
+
+class StoreUnavailable(Exception):
+    """A read or purge could not reach the database (PostgreSQL down); nothing was changed."""
 
 
 class UsageStore(Protocol):
@@ -166,3 +172,26 @@ def empty_summary(group_by: str, value: object, requests: int, errors: int) -> d
             d[f"{f}_p{p}"] = None
     d["tokens_per_second"] = None
     return d
+
+
+# group_by values that are no column: the SQL expression they group by
+GROUP_SQL = {"target": '("provider" || \'/\' || "model")'}
+
+
+def group_expr(group_by: str) -> str:
+    return GROUP_SQL.get(group_by) or f'"{group_by}"'
+
+
+def where(filters: dict | None, placeholder: str = "?") -> tuple[str, list]:
+    """" WHERE ..." (or "") and its parameters."""
+    conds, params = conditions(filters, placeholder)
+    return (" WHERE " + " AND ".join(conds) if conds else ""), params
+
+
+def percentile_sql(table: str, g: str, f: str, where_sql: str) -> str:
+    """Rows (group value, n, rank, value) at the nearest ranks of PERCENTILES, per group."""
+    ranks = " OR ".join(f"rn = ({p} * n + 99) / 100" for p in PERCENTILES)
+    extra = f'{" AND" if where_sql else " WHERE"} "{f}" IS NOT NULL'
+    return (f"SELECT g, n, rn, v FROM (SELECT {g} AS g, \"{f}\" AS v, "
+            f'ROW_NUMBER() OVER (PARTITION BY {g} ORDER BY "{f}") AS rn, '
+            f"COUNT(*) OVER (PARTITION BY {g}) AS n FROM {table}{where_sql}{extra}) AS t WHERE {ranks}")

@@ -306,7 +306,7 @@ class SqliteStore:
 
     def query(self, filters: dict, limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
         store.check_page(limit, offset)
-        where, params = _where(filters)
+        where, params = store.where(filters)
         conn = self._connect(write=False)
         try:
             conn.execute("BEGIN")
@@ -320,8 +320,8 @@ class SqliteStore:
 
     def summary(self, group_by: str, filters: dict) -> list[dict]:
         store.check_group_by(group_by)
-        where, params = _where(filters)
-        g = _GROUP_SQL.get(group_by) or f'"{group_by}"'
+        where, params = store.where(filters)
+        g = store.group_expr(group_by)
         sums = ", ".join(f'SUM("{f}")' for f in SUMMED)
         conn = self._connect(write=False)
         try:
@@ -336,7 +336,7 @@ class SqliteStore:
                 d["tokens_per_second"] = rest[-1]
                 groups[value] = d
             for f in PERCENTILE_FIELDS:
-                for value, n, rank, v in conn.execute(_percentile_sql(g, f, where), params):
+                for value, n, rank, v in conn.execute(store.percentile_sql("usage", g, f, where), params):
                     for p in PERCENTILES:
                         if rank == store.nearest_rank(p, n):
                             groups[value][f"{f}_p{p}"] = v
@@ -350,24 +350,6 @@ class SqliteStore:
             return _delete_before(conn, before)
         finally:
             conn.close()
-
-
-# group_by values that are no column: the SQL expression they group by
-_GROUP_SQL = {"target": '("provider" || \'/\' || "model")'}
-
-
-def _where(filters: dict | None) -> tuple[str, list]:
-    conds, params = store.conditions(filters)
-    return (" WHERE " + " AND ".join(conds) if conds else ""), params
-
-
-def _percentile_sql(g: str, f: str, where: str) -> str:
-    """Rows (group value, n, rank, value) at the nearest ranks of PERCENTILES, per group."""
-    ranks = " OR ".join(f"rn = ({p} * n + 99) / 100" for p in PERCENTILES)
-    extra = f'{" AND" if where else " WHERE"} "{f}" IS NOT NULL'
-    return (f"SELECT g, n, rn, v FROM (SELECT {g} AS g, \"{f}\" AS v, "
-            f'ROW_NUMBER() OVER (PARTITION BY {g} ORDER BY "{f}") AS rn, '
-            f"COUNT(*) OVER (PARTITION BY {g}) AS n FROM usage{where}{extra}) WHERE {ranks}")
 
 
 def _lower_priority() -> None:
