@@ -212,8 +212,13 @@ def plexus_config(port: int, mock_port: int, tls_port: int = 0, ca_file: str = "
         models["oa-tls"] = {"targets": [{"provider": "mock_openai_tls", "model": "mock-gpt"}]}
     # usage records on, as deployed (BENCH_USAGE=0 turns the store off, to measure what it costs)
     usage = {"enabled": os.environ.get("BENCH_USAGE", "1") != "0"}
-    return {"server": {"host": "127.0.0.1", "port": port}, "usage": usage, "providers": providers,
-            "models": models}
+    config = {"server": {"host": "127.0.0.1", "port": port}, "usage": usage, "providers": providers,
+              "models": models}
+    # many instances' stores (bench/shared.py starts them; or point these at running servers)
+    for key, var in (("usage_store", "BENCH_USAGE_STORE"), ("state_store", "BENCH_STATE_STORE")):
+        if os.environ.get(var):
+            config[key] = os.environ[var]
+    return config
 
 
 @dataclass(frozen=True, slots=True)
