@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from plexus.control import store_sqlite
+from plexus.control import store_queue, store_sqlite
 from plexus.control.store import FILTERS, nearest_rank
 from plexus.control.store_sqlite import SqliteStore
 from plexus.control.usage import FIELDS, SQL_TYPES, Usage
@@ -160,16 +160,16 @@ def test_slow_writer_does_not_block_add(new_store, monkeypatch):
 
 
 def test_overflow_drops_oldest(new_store):
-    s = new_store(start=False, max_queued=store_sqlite.WAKE_AT + 10)
-    for i in range(store_sqlite.WAKE_AT + 100):
+    s = new_store(start=False, max_queued=store_queue.WAKE_AT + 10)
+    for i in range(store_queue.WAKE_AT + 100):
         s.add(make(i))
     assert s.dropped == 90  # the queue holds at most max_queued rows
     s.start()
     assert s.flush()
     rows, total = s.query({}, limit=1000)
-    assert total == store_sqlite.WAKE_AT + 10
+    assert total == store_queue.WAKE_AT + 10
     assert rows[-1]["id"] == f"req-{90:06d}" or total > 1000  # the oldest went first
-    assert rows[0]["id"] == f"req-{store_sqlite.WAKE_AT + 99:06d}"  # the newest survived
+    assert rows[0]["id"] == f"req-{store_queue.WAKE_AT + 99:06d}"  # the newest survived
     assert s.query({"until": T0 + 90})[1] == 0
 
 
@@ -183,7 +183,7 @@ def test_overflow_keeps_flush_markers(new_store, monkeypatch):
         return real(conn, rows)
 
     monkeypatch.setattr(store_sqlite, "_insert", gated)
-    s = new_store(max_queued=store_sqlite.WAKE_AT + 10)
+    s = new_store(max_queued=store_queue.WAKE_AT + 10)
     s.add(make(0))
     assert entered.wait(5)  # the writer holds row 0; the queue is empty
     result = []
@@ -191,7 +191,7 @@ def test_overflow_keeps_flush_markers(new_store, monkeypatch):
     flusher.start()
     while not s._queue:  # the flush marker is queued
         time.sleep(0.001)
-    n = store_sqlite.WAKE_AT + 100
+    n = store_queue.WAKE_AT + 100
     for i in range(1, n + 1):
         s.add(make(i))
     assert s.dropped > 0

@@ -25,6 +25,8 @@ import time
 
 import orjson
 
+from ..routing.cooldowns import apply_message, failure_message
+
 __all__ = ["Peers", "SNAPSHOT_EVERY"]
 
 log = logging.getLogger("plexus")
@@ -81,9 +83,7 @@ class Peers:
     # ---- cooldowns out -------------------------------------------------------------------------
 
     def cooled(self, key, e, now: float) -> None:
-        wall = time.time() - now
-        self._send({"c": "fail", "p": key[0], "m": key[1], "until": e.until + wall, "n": e.failures,
-                    "s": e.steps, "st": e.last_status, "at": e.last_failure + wall})
+        self._send(failure_message(key, e, time.time() - now))
 
     def healthy(self, key) -> None:
         self._send({"c": "ok", "p": key[0], "m": key[1]})
@@ -119,15 +119,7 @@ class Peers:
                 log.warning("workers: a message from another worker could not be applied", exc_info=True)
 
     def _apply(self, msg: dict) -> None:
-        cd = self._gateway.router.cooldowns
-        kind = msg.get("c")
-        if kind == "fail":
-            shift = self._loop.time() - time.time()
-            cd.apply((msg["p"], msg["m"]), msg["until"] + shift, msg["n"], msg["s"], msg["st"], msg["at"] + shift)
-        elif kind == "ok":
-            cd.forget((msg["p"], msg["m"]))
-        elif kind == "clear":
-            cd.drop(msg["p"], msg["m"])
+        apply_message(self._gateway.router.cooldowns, msg, self._loop.time() - time.time())
 
     # ---- metrics -------------------------------------------------------------------------------
 

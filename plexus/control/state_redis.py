@@ -50,6 +50,7 @@ from collections import deque
 import orjson
 
 from ..config_stores import masked_url
+from ..routing.cooldowns import apply_message, failure_message
 
 __all__ = ["RedisState"]
 
@@ -276,9 +277,9 @@ class RedisState:
 
     def cooled(self, key, e, now: float) -> None:
         try:
-            wall = time.time() - now
-            self._enqueue({"i": self.instance, "c": "fail", "p": key[0], "m": key[1], "until": e.until + wall,
-                           "n": e.failures, "s": e.steps, "st": e.last_status, "at": e.last_failure + wall})
+            msg = failure_message(key, e, time.time() - now)
+            msg["i"] = self.instance
+            self._enqueue(msg)
         except Exception:
             pass
 
@@ -356,17 +357,8 @@ class RedisState:
             cd = self._cooldowns()
             if cd is None:
                 return
-            kind = msg.get("c")
-            if kind == "fail":
-                shift = self._loop.time() - time.time()
-                cd.apply((msg["p"], msg["m"]), msg["until"] + shift, msg["n"], msg["s"], msg["st"], msg["at"] + shift)
-            elif kind == "ok":
-                cd.forget((msg["p"], msg["m"]))
-            elif kind == "clear":
-                cd.drop(msg["p"], msg["m"])
-            else:
-                return
-            self.received += 1
+            if apply_message(cd, msg, self._loop.time() - time.time()):
+                self.received += 1
         except Exception:
             self.errors += 1
             log.warning("state: a cooldown message from redis could not be applied", exc_info=True)

@@ -51,7 +51,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 
 import psycopg
 from psycopg import conninfo as _ci
@@ -60,10 +59,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..config_stores import masked_url
 from . import migrations, store
 from .spool import Buffer, Throttle
-from .store import PERCENTILE_FIELDS, PERCENTILES, SUMMED, StoreUnavailable, row_of
+from .store import PERCENTILE_FIELDS, PERCENTILES, SUMMED, StoreUnavailable
 from .store_pg_sql import COLUMNS, PG_TYPES, STAGE, TABLE, conninfo, delete_before, insert, repeatable_read
-from .store_sqlite import WAKE_AT, _lower_priority
-from .usage import FIELDS, Usage, from_row
+from .store_queue import RowQueue
+from .store_sqlite import _lower_priority
+from .usage import FIELDS, from_row
 
 log = logging.getLogger("plexus")
 
@@ -77,7 +77,7 @@ RETENTION_EVERY = 3600.0
 CLOSE_GRACE = 5.0  # seconds close() waits for the writer to spool what it could not commit
 LOG_EVERY = 60.0
 
-class PostgresStore:
+class PostgresStore(RowQueue):
     """Usage records in the PostgreSQL database at `url`; rows it cannot commit yet are kept in
     memory (`buffer_records`) and beyond that in the spool file at `spool_path`."""
 
@@ -97,17 +97,13 @@ class PostgresStore:
         self._write_info = conninfo(params, WRITE_TIMEOUT_MS)
         self._read_info = conninfo(params, READ_TIMEOUT_MS)
         self.retention_days = retention_days
-        self._max_queued = max_queued
         self._interval = interval
         self._pool_size = pool_size
         self._warn = Throttle(log, LOG_EVERY)
         self._buf = Buffer(spool_path, buffer_records, self._warn)  # takes the spool's lock
         self._spool = self._buf.spool
         self.spool_path = self._buf.path
-        self._queue: deque = deque()  # row tuples and flush markers, oldest first
-        self._limit = min(WAKE_AT, max_queued)
-        self._wake = threading.Event()
-        self._closed = False
+        self._init_queue(max_queued, self._buf.rows)  # _pending: the buffer's rows (oldest first)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # start/close/pool
@@ -115,8 +111,6 @@ class PostgresStore:
         self._migrated = False
         # writer-thread state
         self._conn: psycopg.Connection | None = None
-        self._pending = self._buf.rows  # rows taken from the queue, not yet committed (oldest first)
-        self._markers: list[threading.Event] = []
         self._more = False  # the spool has more to replay right away
         self._next_connect = 0.0
         self._backoff = BACKOFF_MIN
@@ -124,7 +118,6 @@ class PostgresStore:
         self._degraded = False
         self._last_error: str | None = None
         self._logged_dropped = 0
-        self._dropped_queue = 0  # add(): queue full
         self._dropped_writer = 0  # writer: refused rows, or the spool not writable
 
     @property
@@ -142,31 +135,6 @@ class PostgresStore:
                 "dropped": self.dropped, "last_error": self._buf.error or self._last_error}
 
     # -- the event-loop side --------------------------------------------------------------------
-
-    def add(self, u: Usage) -> None:
-        if self._closed:
-            return
-        q = self._queue
-        if len(q) >= self._limit:
-            self._crowded()
-        q.append(row_of(u))
-
-    def _crowded(self) -> None:
-        """Wake the writer; at max_queued drop the oldest rows (flush markers keep their place)."""
-        self._wake.set()
-        self._limit = self._max_queued
-        q, markers = self._queue, []
-        try:
-            while len(q) >= self._max_queued:
-                item = q.popleft()
-                if item.__class__ is tuple:
-                    self._dropped_queue += 1
-                else:
-                    markers.append(item)
-        except IndexError:
-            pass
-        finally:
-            q.extendleft(reversed(markers))
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -249,20 +217,6 @@ class PostgresStore:
                 self._conn.close()
                 self._conn = None
             self._spool.close()
-
-    def _take(self) -> None:
-        q, rows, markers = self._queue, self._pending, self._markers
-        self._limit = min(WAKE_AT, self._max_queued)
-        popleft = q.popleft
-        for _ in range(len(q)):
-            try:
-                item = popleft()
-            except IndexError:
-                break
-            if item.__class__ is tuple:
-                rows.append(item)
-            else:
-                markers.append(item)
 
     def _cycle(self) -> None:
         if self._conn is None and time.monotonic() >= self._next_connect:

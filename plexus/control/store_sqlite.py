@@ -2,11 +2,8 @@
 
 Theory (see store.py for the contract):
 
-- `add()` runs on the event loop: a closed check, one `len()` compared with `_limit`, one C-level
-  tuple build (`store.row_of`) and a `deque.append`. It takes no lock and does not wake the writer.
-  Only when the queue reaches `_limit` does it call `_crowded()`: the first time (`WAKE_AT` rows)
-  that wakes the writer early and raises `_limit` to `max_queued` until the writer next empties the
-  queue; at `max_queued` it drops the oldest rows and counts them. Logging happens in the writer,
+- `add()` runs on the event loop, O(1), no lock, no I/O (store_queue.py: the queue both stores
+  share; at `max_queued` the oldest rows are dropped and counted). Logging happens in the writer,
   never in `add()`.
 - The writer thread owns the write connection (WAL, synchronous=NORMAL). It wakes every `interval`
   seconds (or when woken), takes everything queued and commits it with one `executemany` in one
@@ -36,15 +33,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections import deque
 
 from . import store
-from .store import PERCENTILE_FIELDS, PERCENTILES, SUMMED, row_of
-from .usage import FIELDS, SQL_TYPES, Usage, from_row
+from .store import PERCENTILE_FIELDS, PERCENTILES, SUMMED
+from .store_queue import RowQueue
+from .usage import FIELDS, SQL_TYPES, from_row
 
 log = logging.getLogger("plexus")
 
-WAKE_AT = 5_000  # queued rows that wake the writer before its interval ends
 RETENTION_EVERY = 3600.0  # seconds between retention purges
 LOG_EVERY = 60.0  # at most one writer warning per this many seconds (the others are counted)
 BUSY_TIMEOUT = 5.0  # seconds a connection waits for another's write lock
@@ -64,7 +60,7 @@ _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.Programmi
                sqlite3.DataError, OverflowError, TypeError, ValueError)
 
 
-class SqliteStore:
+class SqliteStore(RowQueue):
     """Usage records in the SQLite file at `path` (its directory is created if missing)."""
 
     def __init__(self, path: str | os.PathLike, retention_days: float = 30.0, *,
@@ -76,24 +72,16 @@ class SqliteStore:
             raise ValueError(f"retention_days must be >= 0, got {retention_days!r}")
         self.path = path
         self.retention_days = retention_days
-        self._max_queued = max_queued
         self._interval = interval
-        self._queue: deque = deque()  # row tuples and flush markers, oldest first
-        self._limit = min(WAKE_AT, max_queued)  # the queue length at which add() calls _crowded()
-        self._wake = threading.Event()
-        self._closed = False  # add() ignores records from now on
+        self._init_queue(max_queued)
         self._stopping = False  # the writer exits after its next cycle
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # start/close
-        # writer-thread state
-        self._pending: list[tuple] = []  # rows taken from the queue, not yet committed
-        self._markers: list[threading.Event] = []  # flushes waiting for _pending
         self._next_purge = 0.0
         self._next_log = 0.0
         self._suppressed = 0  # warnings not logged since the last one
         self._logged_dropped = 0
-        # loss counters, one per thread so neither needs a lock
-        self._dropped_queue = 0  # add(): queue full
+        # loss counters, one per thread so neither needs a lock (add()'s: _dropped_queue)
         self._dropped_writer = 0  # writer: refused rows, or its retry buffer full
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._create_schema()
@@ -103,32 +91,6 @@ class SqliteStore:
         return self._dropped_queue + self._dropped_writer
 
     # -- the event-loop side --------------------------------------------------------------------
-
-    def add(self, u: Usage) -> None:
-        if self._closed:
-            return
-        q = self._queue
-        if len(q) >= self._limit:
-            self._crowded()
-        q.append(row_of(u))
-
-    def _crowded(self) -> None:
-        """Wake the writer; at max_queued drop the oldest rows (flush markers keep their place)."""
-        self._wake.set()
-        self._limit = self._max_queued
-        q = self._queue
-        markers = []
-        try:
-            while len(q) >= self._max_queued:
-                item = q.popleft()
-                if item.__class__ is tuple:
-                    self._dropped_queue += 1
-                else:
-                    markers.append(item)
-        except IndexError:  # the writer emptied the queue meanwhile
-            pass
-        finally:
-            q.extendleft(reversed(markers))
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -209,21 +171,6 @@ class SqliteStore:
                 except sqlite3.Error:
                     pass
                 conn.close()
-
-    def _take(self) -> None:
-        """Move everything queued to _pending (rows) and _markers (flushes)."""
-        q, rows, markers = self._queue, self._pending, self._markers
-        self._limit = min(WAKE_AT, self._max_queued)
-        popleft = q.popleft
-        for _ in range(len(q)):
-            try:
-                item = popleft()
-            except IndexError:  # add() dropped some meanwhile
-                break
-            if item.__class__ is tuple:
-                rows.append(item)
-            else:
-                markers.append(item)
 
     def _write(self, conn: sqlite3.Connection) -> None:
         """Commit _pending in one transaction; on a database error keep it (bounded) for next time."""

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Sequence
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 
-__all__ = ["Cooldowns", "RETRY_AFTER_CAP", "parse_retry_after", "parse_retry_after_ms", "retry_after"]
+__all__ = ["Cooldowns", "RETRY_AFTER_CAP", "apply_message", "failure_message", "parse_retry_after",
+           "parse_retry_after_ms", "retry_after"]
 
 RETRY_AFTER_CAP = 3600.0
 MAX_ENTRIES = 10_000
@@ -160,6 +161,32 @@ class Cooldowns:
         target = self.max_entries * 3 // 4
         while len(entries) > target:
             del entries[next(iter(entries))]
+
+
+# ---- the messages other processes' tables follow (control/peers.py: workers; state_redis.py: instances)
+# {"c": "fail", "p", "m", "until", "n", "s", "st", "at"} (times on the wall clock), {"c": "ok", "p", "m"},
+# {"c": "clear", "p", "m"} (p, m: None = all)
+
+def failure_message(key: tuple[str, str], e: _Entry, to_wall: float) -> dict:
+    """The state of ``key`` after a failure; ``to_wall`` = wall clock − this table's clock."""
+    return {"c": "fail", "p": key[0], "m": key[1], "until": e.until + to_wall, "n": e.failures,
+            "s": e.steps, "st": e.last_status, "at": e.last_failure + to_wall}
+
+
+def apply_message(cd: Cooldowns, msg: dict, from_wall: float) -> bool:
+    """Apply another process's message to ``cd`` (without telling its listener); ``from_wall`` =
+    this table's clock − wall clock. False for a message of an unknown kind."""
+    kind = msg.get("c")
+    if kind == "fail":
+        cd.apply((msg["p"], msg["m"]), msg["until"] + from_wall, msg["n"], msg["s"], msg["st"],
+                 msg["at"] + from_wall)
+    elif kind == "ok":
+        cd.forget((msg["p"], msg["m"]))
+    elif kind == "clear":
+        cd.drop(msg["p"], msg["m"])
+    else:
+        return False
+    return True
 
 
 def parse_retry_after(value: bytes | str, now_epoch: float) -> float | None:
