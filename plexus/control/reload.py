@@ -79,7 +79,8 @@ def _replace(path: str, data: bytes, mode: int) -> None:
         raise
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
+    """Make a rename or a new file in ``directory`` durable (best effort)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -106,7 +107,7 @@ def write_atomic(path: str, data: bytes, backup: bool = True) -> bytes | None:
     if old is not None and backup:
         _replace(path + ".bak", old, mode)
     _replace(path, data, mode)
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
     return old
 
 

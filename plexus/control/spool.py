@@ -29,6 +29,8 @@ import time
 
 import orjson
 
+from .reload import fsync_dir
+
 
 class Throttle:
     """Log at most once per `every` seconds; the messages in between are counted and the count is
@@ -124,7 +126,7 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
             if created:  # the file's directory entry must survive a crash too
-                _fsync_dir(self.path)
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         except OSError:
             try:
                 f.truncate(size)
@@ -201,19 +203,6 @@ def _count(line: bytes) -> int:
         return int(line[:line.index(b" ")])
     except ValueError:
         return 0
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Buffer:
