@@ -372,3 +372,19 @@ def test_password_is_masked():
     with pytest.raises(ValueError) as e:
         PostgresStore("postgresql://u:s3cret@db/x?bogus=1", spool_path="/nonexistent/never")
     assert "s3cret" not in str(e.value)
+
+
+def test_close_of_a_degraded_store_does_not_wait_out_its_timeout(down, new_store):
+    url = down.create_database()
+    s = new_store(url, buffer_records=10)
+    assert s.flush()
+    down.stop()
+    try:
+        add_all(s, varied(200))
+        assert wait_until(lambda: s.degraded)
+        t0 = time.monotonic()
+        s.close(timeout=10)   # a shutdown during an outage: spool at once, not after 10 s
+        assert time.monotonic() - t0 < 3
+        assert s.status()["spooled"] == 200
+    finally:
+        down.start()

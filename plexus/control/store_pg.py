@@ -74,6 +74,7 @@ BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0  # reconnect delays, doubling
 REPLAY_ROWS = 20_000  # spooled rows replayed per writer cycle
 REPLAY_BATCH = 5_000  # rows per replay transaction
 RETENTION_EVERY = 3600.0
+DEGRADED_CLOSE_WAIT = 1.0  # seconds close() waits for a degraded store before spooling the rest
 CLOSE_GRACE = 5.0  # seconds close() waits for the writer to spool what it could not commit
 LOG_EVERY = 60.0
 
@@ -172,7 +173,8 @@ class PostgresStore(RowQueue):
         if self._thread is None and not self._queue:
             self._spool.close()
         else:
-            if not self.flush(timeout):
+            # PostgreSQL down: no use waiting for it; what is not committed at once is spooled
+            if not self.flush(min(timeout, DEGRADED_CLOSE_WAIT) if self._degraded else timeout):
                 log.warning("usage store: PostgreSQL %s: not everything committed within %.1fs; "
                             "the rest goes to the spool %s", self.url, timeout, self.spool_path)
             self._stopping = True
