@@ -7,6 +7,8 @@ non-stream OpenAI → OpenAI passthrough, 16 connections), alternating, `rounds`
     shared      usage_store: PostgreSQL and state_store: Redis (real servers, started here)
     shared+rpm  the same with an inbound key whose rpm (a limit it never reaches) is shared
                 through Redis leases: the rate limit's own cost
+    down        both stores unreachable (closed ports): records buffered, then spooled to the
+                local file; cooldowns and limits local (what a request costs during an outage)
 
 For each: requests/s, wrk's mean latency and the gateway's CPU per request (its process tree
 only: PostgreSQL's and Redis's own CPU would be another host's in a deployment, and is printed
@@ -80,6 +82,8 @@ def main(rounds: int = 5, duration: int = 5) -> int:
             "local": {},
             "shared": shared,
             "shared+rpm": {**shared, "keys": {"bench": {"secret": KEY, "rpm": 1_000_000_000}}},
+            "down": {"usage_store": f"postgresql://plexus:x@127.0.0.1:{procs.free_port()}/plexus",
+                     "state_store": f"redis://127.0.0.1:{procs.free_port()}/0", "usage": {"buffer_records": 1000}},
         }
         s1 = next(x for x in scenarios.SCENARIOS if x.key == "S1")
         gws = {}
