@@ -148,21 +148,8 @@ class PostgresStore(RowQueue):
         self._thread = threading.Thread(target=self._run, name="plexus-usage-pg-writer", daemon=True)
         self._thread.start()
 
-    def flush(self, timeout: float = 10) -> bool:
-        """Block until every record added before the call is committed (spooled ones included).
-        False on timeout (PostgreSQL unreachable), or if the writer has stopped."""
-        with self._lock:
-            if self._thread is None:
-                if not self._queue and not self._spool.rows:
-                    return True
-                self._spawn()
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            return not self._queue and not self._pending and not self._spool.rows
-        done = threading.Event()
-        self._queue.append(done)
-        self._wake.set()
-        return done.wait(timeout)
+    def _unwritten(self) -> bool:
+        return bool(self._queue or self._pending or self._spool.rows)
 
     def close(self, timeout: float = 10) -> None:
         with self._lock:

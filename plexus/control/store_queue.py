@@ -8,7 +8,9 @@ first time (`WAKE_AT` rows) that wakes the writer early and raises `_limit` to `
 until the writer next empties the queue; at `max_queued` it drops the oldest rows and counts
 them (`_dropped_queue`). Flush markers (threading.Events) share the queue, so queue order is
 the only bookkeeping, and dropping never drops a marker. The writer's `_take()` moves
-everything queued to `_pending` (rows) and `_markers`.
+everything queued to `_pending` (rows) and `_markers`. `flush()` is the same for every store:
+a marker in the queue, set by the writer once everything before it is committed; a store
+provides `_lock`, `_thread`, `_spawn()` and, if it keeps rows elsewhere too, `_unwritten()`.
 """
 
 from __future__ import annotations
@@ -75,3 +77,23 @@ class RowQueue:
                 rows.append(item)
             else:
                 markers.append(item)
+
+    def _unwritten(self) -> bool:
+        """Rows not committed yet (a store that keeps rows elsewhere too, a spool, adds those)."""
+        return bool(self._queue or self._pending)
+
+    def flush(self, timeout: float = 10) -> bool:
+        """Block until every record added before the call is committed (starting the writer if
+        it was never started). False on timeout, or if the writer has already stopped."""
+        with self._lock:
+            if self._thread is None:
+                if not self._unwritten():
+                    return True
+                self._spawn()
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return not self._unwritten()
+        done = threading.Event()
+        self._queue.append(done)
+        self._wake.set()
+        return done.wait(timeout)

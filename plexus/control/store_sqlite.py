@@ -104,22 +104,6 @@ class SqliteStore(RowQueue):
         self._thread = threading.Thread(target=self._run, name="plexus-usage-writer", daemon=True)
         self._thread.start()
 
-    def flush(self, timeout: float = 10) -> bool:
-        """Block until every record added before the call is committed (starting the writer if
-        it was never started). False on timeout, or if the writer has already stopped."""
-        with self._lock:
-            if self._thread is None:
-                if not self._queue:
-                    return True
-                self._spawn()
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            return not self._queue
-        done = threading.Event()
-        self._queue.append(done)
-        self._wake.set()
-        return done.wait(timeout)
-
     def close(self, timeout: float = 10) -> None:
         with self._lock:
             if self._closed:
