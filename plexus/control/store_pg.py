@@ -135,18 +135,7 @@ class PostgresStore(RowQueue):
                 "buffered": len(self._queue) + len(self._pending), "spooled": self._spool.rows,
                 "dropped": self.dropped, "last_error": self._buf.error or self._last_error}
 
-    # -- the event-loop side --------------------------------------------------------------------
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._closed:
-                self._spawn()
-
-    def _spawn(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="plexus-usage-pg-writer", daemon=True)
-        self._thread.start()
+    # -- lifecycle (start, flush: store_queue.RowQueue) ----------------------------------------
 
     def _unwritten(self) -> bool:
         return bool(self._queue or self._pending or self._spool.rows)

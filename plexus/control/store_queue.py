@@ -10,7 +10,7 @@ them (`_dropped_queue`). Flush markers (threading.Events) share the queue, so qu
 the only bookkeeping, and dropping never drops a marker. The writer's `_take()` moves
 everything queued to `_pending` (rows) and `_markers`. `flush()` is the same for every store:
 a marker in the queue, set by the writer once everything before it is committed; a store
-provides `_lock`, `_thread`, `_spawn()` and, if it keeps rows elsewhere too, `_unwritten()`.
+provides `_lock`, `_thread`, `_run()` (the writer) and, if it keeps rows elsewhere too, `_unwritten()`.
 """
 
 from __future__ import annotations
@@ -77,6 +77,17 @@ class RowQueue:
                 rows.append(item)
             else:
                 markers.append(item)
+
+    def start(self) -> None:
+        """Start the writer thread (the store's `_run`)."""
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._spawn()
+
+    def _spawn(self) -> None:
+        """Start the writer thread (the caller holds _lock)."""
+        self._thread = threading.Thread(target=self._run, name=f"plexus-{type(self).__name__}-writer", daemon=True)
+        self._thread.start()
 
     def _unwritten(self) -> bool:
         """Rows not committed yet (a store that keeps rows elsewhere too, a spool, adds those)."""

@@ -92,17 +92,7 @@ class SqliteStore(RowQueue):
 
     # -- the event-loop side --------------------------------------------------------------------
 
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._closed:
-                self._spawn()
-
-    def _spawn(self) -> None:
-        """Start the writer thread (the caller holds _lock)."""
-        self._thread = threading.Thread(target=self._run, name="plexus-usage-writer", daemon=True)
-        self._thread.start()
+    # -- lifecycle (start, flush: store_queue.RowQueue) ----------------------------------------
 
     def close(self, timeout: float = 10) -> None:
         with self._lock:
